@@ -1,0 +1,1 @@
+"""jangotw: a self-hosted mail relay and sending platform on Twisted."""

@@ -1,0 +1,1 @@
+"""Administration: the jangomail-admin command line and its service layer."""

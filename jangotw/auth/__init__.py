@@ -1,0 +1,1 @@
+"""Authorisation of relay sessions through a twisted.cred portal."""

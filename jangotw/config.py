@@ -1,0 +1,238 @@
+# -*- test-case-name: tests.test_config -*-
+"""The configuration file: one TOML document loaded into one frozen, validated tree.
+
+Unknown keys and bad values stop start-up with a message naming the key
+(C{smtp.max_recipients: must be at least 1}), so a typo never silently falls
+back to a default. Relative paths are resolved against the file's directory.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from typing import Any, Callable
+
+import attrs
+from attrs import frozen
+
+from .errors import ConfigError
+
+__all__ = [
+    "Config",
+    "ServerConfig",
+    "SMTPConfig",
+    "TLSConfig",
+    "DeliveryConfig",
+    "TrackingConfig",
+    "InitiationConfig",
+    "load_config",
+    "parse_config",
+]
+
+Check = Callable[[Any], str | None]
+
+
+def _key(default: Any, doc: str, check: Check | None = None, path: bool = False) -> Any:
+    """A config key: its default, its documentation and an optional value check."""
+    metadata = {"doc": doc, "check": check, "path": path}
+    if isinstance(default, list):
+        return attrs.field(factory=lambda: tuple(default), metadata=metadata)
+    return attrs.field(default=default, metadata=metadata)
+
+
+def _at_least(minimum: int) -> Check:
+    return lambda value: None if value >= minimum else f"must be at least {minimum}"
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda value: None if value in choices else f"must be one of {', '.join(map(repr, choices))}"
+
+
+def _store_url(value: str) -> str | None:
+    if value == "sqlite" or value.startswith(("redis://", "rediss://", "unix:")):
+        return None
+    return 'must be "sqlite" or a redis://host:port/db URL'
+
+
+def _host_port(value: str) -> str | None:
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return 'must be "host:port", e.g. "127.0.0.1:2599"'
+    return None
+
+
+def _host_ports(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        problem = _host_port(value)
+        if problem:
+            return f"{value!r} {problem}"
+    return None
+
+
+@frozen
+class ServerConfig:
+    hostname: str = _key("", "Name this server gives in its banner, EHLO reply and Received headers "
+                             "(default: the machine's host name).")
+    data_dir: str = _key("/var/lib/jangotw", "Directory holding the spool, the embedded database "
+                                             "and secrets.", path=True)
+    store: str = _key("sqlite", 'State store: "sqlite" (embedded, under data_dir) or '
+                                '"redis://host:port/db".', _store_url)
+
+
+@frozen
+class SMTPConfig:
+    listen: tuple[str, ...] = _key(["tcp:2525", "tcp:587", "tcp:25"],
+                                   "ESMTP listeners (Twisted endpoint strings); STARTTLS is offered "
+                                   "when [tls] has a certificate.")
+    tls_listen: tuple[str, ...] = _key(["tcp:465"], "Implicit-TLS listeners (RFC 8314); need [tls].")
+    max_message_size: int = _key(31457280, "Largest message accepted, in bytes (advertised as SIZE).",
+                                 _at_least(1024))
+    max_recipients: int = _key(100, "Recipients per message; extras get 452 4.5.3.", _at_least(1))
+    auth_requires_tls: bool = _key(True, "Offer and accept AUTH only once TLS is up.")
+    max_errors: int = _key(10, "Refused commands per session before 421 4.7.0 and disconnect.",
+                           _at_least(1))
+    idle_timeout: int = _key(300, "Seconds a session may stay silent before 421 4.4.2.", _at_least(1))
+    max_connections: int = _key(1000, "Concurrent sessions in total; more get 421 4.7.0.",
+                                _at_least(1))
+    max_connections_per_ip: int = _key(50, "Concurrent sessions from one client address.",
+                                       _at_least(1))
+    max_header_size: int = _key(1048576, "Bytes of header section kept in memory per message; "
+                                         "a larger header section gets 552 5.3.4.", _at_least(4096))
+    bare_newline: str = _key("reject", 'A bare CR or LF in DATA: "reject" (550 5.6.0) or '
+                                       '"normalise" (to CRLF). Never an end of data.',
+                             _one_of("reject", "normalise"))
+    auth_failures: int = _key(5, "Failed AUTH attempts from one client address within "
+                                 "auth_failure_window before 454 4.7.0.", _at_least(1))
+    auth_failure_window: int = _key(300, "Seconds failed AUTH attempts are remembered.",
+                                    _at_least(1))
+    local_domains: tuple[str, ...] = _key([], "Extra domains this server receives mail for "
+                                              "without relay authorisation (besides the initiation "
+                                              "and bounce domains).")
+
+
+@frozen
+class TLSConfig:
+    certificate: str = _key("", "PEM certificate chain for STARTTLS and implicit TLS.", path=True)
+    key: str = _key("", "PEM private key for the certificate.", path=True)
+
+
+@frozen
+class DeliveryConfig:
+    relay_host: str = _key("", 'Smarthost "host:port" that receives all outbound mail '
+                               '(empty: deliver by MX).', _host_port)
+    mx_port: int = _key(25, "Port of remote mail exchangers.", _at_least(1))
+    dns_servers: tuple[str, ...] = _key([], 'Resolvers "host:port" for MX lookups; empty: the '
+                                            "system resolver.", _host_ports)
+    bounce_domain: str = _key("", "Domain of VERP return paths; bounces to it are accepted "
+                                  "without relay authorisation.")
+
+
+@frozen
+class TrackingConfig:
+    listen: tuple[str, ...] = _key([], "Tracking web server listeners (endpoint strings).")
+    base_url: str = _key("", "Default tracking URL base, e.g. https://track.example.com.")
+
+
+@frozen
+class InitiationConfig:
+    listen: tuple[str, ...] = _key([], "Initiation mailbox listeners (endpoint strings).")
+    domain: str = _key("", "Domain of the initiation mailbox: <account>@<domain>.")
+
+
+@frozen
+class Config:
+    """The whole configuration; built only by L{parse_config}."""
+
+    server: ServerConfig = ServerConfig()
+    smtp: SMTPConfig = SMTPConfig()
+    tls: TLSConfig = TLSConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    initiation: InitiationConfig = InitiationConfig()
+
+    @property
+    def receiving_domains(self) -> frozenset[str]:
+        """Domains mail is accepted for without relay authorisation."""
+        names = {*self.smtp.local_domains, self.initiation.domain, self.delivery.bounce_domain}
+        return frozenset(name.lower() for name in names if name)
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "smtp": SMTPConfig,
+    "tls": TLSConfig,
+    "delivery": DeliveryConfig,
+    "tracking": TrackingConfig,
+    "initiation": InitiationConfig,
+}
+
+_TYPES: dict[Any, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "bool": (bool,),
+    "tuple[str, ...]": (list,),
+}
+
+
+def _section(cls: type, table: Any, name: str, base: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: must be a table")
+    fields = attrs.fields_dict(cls)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{name}.{key}"
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(fields)})")
+        field = fields[key]
+        expected = _TYPES[field.type]
+        if not isinstance(value, expected) or (expected == (int,) and isinstance(value, bool)):
+            raise ConfigError(f"{where}: must be of type {field.type}, not {type(value).__name__}")
+        if expected == (list,):
+            if not all(isinstance(item, str) for item in value):
+                raise ConfigError(f"{where}: must be a list of strings")
+            value = tuple(value)
+        if field.metadata["path"] and value:
+            value = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+        check = field.metadata["check"]
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
+        values[key] = value
+    return cls(**values)
+
+
+def parse_config(document: dict[str, Any], base: str = ".") -> Config:
+    """Build a L{Config} from a parsed TOML document.
+
+    @raise ConfigError: naming the first unknown or invalid key.
+    """
+    built: dict[str, Any] = {}
+    for name, table in document.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(_SECTIONS)})")
+        built[name] = _section(_SECTIONS[name], table, name, base)
+    config = Config(**built)
+    if not config.server.hostname:
+        config = attrs.evolve(config, server=attrs.evolve(config.server, hostname=socket.gethostname()))
+    if config.smtp.tls_listen and not (config.tls.certificate and config.tls.key):
+        raise ConfigError("tls.certificate: smtp.tls_listen needs a certificate and key")
+    if bool(config.tls.certificate) != bool(config.tls.key):
+        raise ConfigError("tls.key: certificate and key are set together")
+    return config
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the TOML file at C{path}.
+
+    @raise ConfigError: unreadable file, TOML syntax error, or an invalid key.
+    """
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return parse_config(document, base=os.path.dirname(os.path.abspath(path)))

@@ -1,0 +1,1 @@
+"""SMTP ingress: the ESMTP server protocol, its listeners, DATA streaming and per-phase policy."""

@@ -1,0 +1,125 @@
+"""Every contract between layers, as zope.interface declarations.
+
+One narrow interface per concern, so a store or a fake implements only what its
+users call, and C{verifyObject} checks it.
+"""
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+__all__ = [
+    "IAccountStore",
+    "IAuthorisationStore",
+    "IStore",
+    "ISpool",
+    "ISpoolFile",
+    "IClientAddress",
+    "IFromAddress",
+]
+
+
+class IAccountStore(Interface):
+    """Accounts: names, password hashes, enabled state and settings.
+
+    Account names are matched case-insensitively. Every method returns a
+    Deferred; methods naming an account that does not exist fail with
+    L{jangotw.errors.InputError}.
+    """
+
+    def add_account(name: str, password_hash: str | None) -> "Deferred[Account]":  # type: ignore[empty-body]
+        """Create an account; fails with InputError if the name is taken."""
+
+    def get_account(name: str) -> "Deferred[Account | None]":  # type: ignore[empty-body]
+        """The account called C{name}, or None."""
+
+    def list_accounts() -> "Deferred[list[Account]]":  # type: ignore[empty-body]
+        """Every account, ordered by name."""
+
+    def set_disabled(name: str, disabled: bool) -> "Deferred[Account]":  # type: ignore[empty-body]
+        """Disable or enable an account; a disabled account authorises nothing."""
+
+    def set_password_hash(name: str, password_hash: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Replace the account's password hash."""
+
+    def set_setting(name: str, key: str, value: object) -> "Deferred[Account]":  # type: ignore[empty-body]
+        """Store one already-validated setting (see L{jangotw.model.AccountSettings})."""
+
+
+class IAuthorisationStore(Interface):
+    """What authorises relaying for an account: client networks and From addresses."""
+
+    def add_ip(account: str, network: "IPv4Network | IPv6Network") -> "Deferred[None]":  # type: ignore[empty-body]
+        """Authorise a network (a single address is a /32 or /128); adding twice is harmless."""
+
+    def remove_ip(account: str, network: "IPv4Network | IPv6Network") -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Remove an authorised network; fires with whether it was there."""
+
+    def list_ips(account: str) -> "Deferred[list[str]]":  # type: ignore[empty-body]
+        """The account's authorised networks in CIDR notation."""
+
+    def accounts_for_ip(address: "IPv4Address | IPv6Address") -> "Deferred[list[tuple[Account, int]]]":  # type: ignore[empty-body]
+        """Enabled accounts with a network containing C{address}, each with that network's
+        prefix length (IPv4 lengths counted as IPv4-mapped IPv6, i.e. +96), most specific first."""
+
+    def add_from(account: str, address: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Authorise a From address (C{user@example.com}) or a whole domain (C{@example.com})."""
+
+    def remove_from(account: str, address: str) -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Remove an authorised From address; fires with whether it was there."""
+
+    def list_from(account: str) -> "Deferred[list[str]]":  # type: ignore[empty-body]
+        """The account's authorised From addresses."""
+
+    def accounts_for_from(address: str) -> "Deferred[list[Account]]":  # type: ignore[empty-body]
+        """Enabled accounts that authorise C{address}, exactly or through its domain."""
+
+
+class IStore(IAccountStore, IAuthorisationStore):
+    """A complete state store, with a lifecycle."""
+
+    def close() -> "Deferred[None]":  # type: ignore[empty-body]
+        """Release connections and threads."""
+
+
+class ISpoolFile(Interface):
+    """One message being received into the spool."""
+
+    message_id = Attribute("The queue id this message will have.")
+    size = Attribute("Bytes written so far.")
+
+    def write(data: bytes) -> None:
+        """Append message bytes (buffered write on the reactor thread)."""
+
+    def commit(record: "SpoolRecord") -> "Deferred[SpoolRecord]":  # type: ignore[empty-body]
+        """Flush, fsync, write the envelope, rename into incoming/ and fsync the directory.
+        Fires once the message survives a crash; only then may the client get 250."""
+
+    def abort() -> None:
+        """Throw the partial message away."""
+
+
+class ISpool(Interface):
+    """The durable queue directory."""
+
+    def open() -> ISpoolFile:  # type: ignore[empty-body]
+        """Start a new message with a fresh queue id."""
+
+    def recover() -> "Deferred[list[SpoolRecord]]":  # type: ignore[empty-body]
+        """Every committed message, oldest first; removes partial files left by a crash."""
+
+    def body_path(message_id: str) -> str:  # type: ignore[empty-body]
+        """Filesystem path of a committed message's bytes."""
+
+
+class IClientAddress(Interface):
+    """Credentials: the connecting client's IP address, with an optional account hint."""
+
+    address = Attribute("The client's IP address (ipaddress object).")
+    username = Attribute("Account named by an X-SMTPUsername header, or None.")
+
+
+class IFromAddress(Interface):
+    """Credentials: a From address (envelope or header), with optional candidate restriction."""
+
+    address = Attribute("The address, lower-cased domain.")
+    username = Attribute("Account named by an X-SMTPUsername header, or None.")

@@ -1,0 +1,1 @@
+"""The durable on-disk spool: a message is on disk, fsynced, before it is acknowledged."""

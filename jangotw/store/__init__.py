@@ -1,0 +1,1 @@
+"""State stores (SQLite embedded; Redis later) behind the interfaces in jangotw.interfaces."""
