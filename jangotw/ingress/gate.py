@@ -1,0 +1,202 @@
+# -*- test-case-name: tests.ingress.test_gate -*-
+"""Per-phase decisions for an SMTP session: AUTH, RCPT and end of DATA.
+
+The protocol in L{jangotw.ingress.session} parses and replies; everything that
+decides whether mail may be relayed, and for which account, lives here. Each
+refusal is a L{ReplyError}.
+"""
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from attrs import define, field, frozen
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from ..auth.checkers import AmbiguousAccount
+from ..auth.credentials import ClientAddress, FromAddress, Secret
+from ..auth.realm import IAccountAvatar
+from ..auth.throttle import FailureThrottle
+from ..errors import ReplyError, relaying_denied
+from ..interfaces import IAccountStore, IAuthorisationStore
+from ..model import Account, AuthMethod, Envelope, TLSInfo
+from .headers import HeaderSection
+
+__all__ = [
+    "Session",
+    "Authorisation",
+    "Gate",
+    "AUTH_FAILED",
+    "AUTH_THROTTLED",
+    "AMBIGUOUS_ACCOUNT",
+    "FROM_NOT_AUTHORISED",
+    "UNKNOWN_MAILBOX",
+]
+
+log = Logger()
+
+AUTH_FAILED = ReplyError(535, "5.7.8", "Authentication credentials invalid")
+AUTH_THROTTLED = ReplyError(454, "4.7.0", "Too many failed authentication attempts; try again later")
+AMBIGUOUS_ACCOUNT = ReplyError(
+    550, "5.7.1", "Several accounts authorise this address; name one in an X-SMTPUsername header"
+)
+FROM_NOT_AUTHORISED = ReplyError(550, "5.7.1", "The From address is not authorised for this account")
+UNKNOWN_MAILBOX = ReplyError(550, "5.1.1", "Recipient address rejected: no such mailbox here")
+
+
+@define
+class Session:
+    """What one connection has established (RSET keeps it; STARTTLS resets it)."""
+
+    id: str
+    peer_ip: str
+    helo: str = ""
+    esmtp: bool = False
+    tls: TLSInfo | None = None
+    account: Account | None = None  # set by SMTP AUTH
+    ip_authorised: bool | None = None  # looked up once, on first need
+    sender_accounts: dict[str, frozenset[str]] = field(factory=dict)  # envelope sender -> account names
+
+    @property
+    def address(self) -> IPv4Address | IPv6Address:
+        return ip_address(self.peer_ip)
+
+    def reset_for_tls(self, tls: TLSInfo | None) -> None:
+        """RFC 3207: forget everything learnt before the TLS handshake."""
+        self.helo, self.esmtp, self.account, self.tls = "", False, None, tls
+
+
+@frozen
+class Authorisation:
+    """Who a message belongs to, and how that was established."""
+
+    account: str | None
+    method: AuthMethod
+
+
+@define
+class Gate:
+    """The relay policy: no open relay, and each message charged to exactly one account."""
+
+    portal: Portal
+    accounts: IAccountStore
+    authorisations: IAuthorisationStore
+    throttle: FailureThrottle
+    initiation_domain: str = ""
+    bounce_domain: str = ""
+    local_domains: frozenset[str] = frozenset()
+
+    def is_local(self, recipient: str) -> bool:
+        domain = recipient.rpartition("@")[2].lower()
+        return domain in self.local_domains or domain in (self.initiation_domain, self.bounce_domain)
+
+    # -- AUTH ----------------------------------------------------------------
+
+    def authenticate(self, session: Session, username: str, password: Secret) -> "Deferred[Account]":
+        return Deferred.fromCoroutine(self._authenticate(session, username, password))
+
+    async def _authenticate(self, session: Session, username: str, password: Secret) -> Account:
+        if self.throttle.blocked(session.peer_ip):
+            log.warn("auth throttled {peer} {username}", peer=session.peer_ip, username=username)
+            raise AUTH_THROTTLED
+        try:
+            _, account, _ = await self.portal.login(
+                UsernamePassword(username, password.reveal()), None, IAccountAvatar
+            )
+        except UnauthorizedLogin:
+            self.throttle.failed(session.peer_ip)
+            log.warn("auth failed {peer} {username}", peer=session.peer_ip, username=username)
+            raise AUTH_FAILED from None
+        self.throttle.succeeded(session.peer_ip)
+        return account  # type: ignore[no-any-return]
+
+    # -- RCPT ----------------------------------------------------------------
+
+    def recipient(self, session: Session, envelope: Envelope, recipient: str) -> "Deferred[None]":
+        """Fires when C{recipient} may be added to the envelope; fails with a ReplyError."""
+        return Deferred.fromCoroutine(self._recipient(session, envelope, recipient))
+
+    async def _recipient(self, session: Session, envelope: Envelope, recipient: str) -> None:
+        if self.is_local(recipient):
+            return await self._local_recipient(recipient)
+        if session.account is not None or await self._ip_authorised(session):
+            return None
+        if envelope.sender and await self._from_candidates(session, envelope.sender):
+            return None
+        raise relaying_denied(session.peer_ip, envelope.sender or "<>").because(
+            f"no account authorises client {session.peer_ip} or sender {envelope.sender!r}"
+        )
+
+    async def _local_recipient(self, recipient: str) -> None:
+        local, _, domain = recipient.rpartition("@")
+        domain = domain.lower()
+        if domain == self.initiation_domain:
+            if await self.accounts.get_account(local) is None:
+                raise UNKNOWN_MAILBOX.because(f"no account {local!r} for initiation")
+        elif domain == self.bounce_domain and domain not in self.local_domains:
+            if not local.lower().startswith("bounces+"):
+                raise UNKNOWN_MAILBOX.because("not a VERP return path")
+
+    async def _ip_authorised(self, session: Session) -> bool:
+        if session.ip_authorised is None:
+            found = await self.authorisations.accounts_for_ip(session.address)
+            session.ip_authorised = bool(found)
+        return session.ip_authorised
+
+    async def _from_candidates(self, session: Session, sender: str) -> frozenset[str]:
+        """Names of the accounts that authorise envelope sender C{sender}, looked up once."""
+        key = sender.lower()
+        if key not in session.sender_accounts:
+            found = await self.authorisations.accounts_for_from(sender)
+            session.sender_accounts[key] = frozenset(account.name for account in found)
+        return session.sender_accounts[key]
+
+    # -- end of DATA ---------------------------------------------------------
+
+    def authorise(
+        self, session: Session, envelope: Envelope, headers: HeaderSection
+    ) -> "Deferred[Authorisation]":
+        """Decide which account the message belongs to; fails with a ReplyError."""
+        return Deferred.fromCoroutine(self._authorise(session, envelope, headers))
+
+    async def _authorise(self, session: Session, envelope: Envelope, headers: HeaderSection) -> Authorisation:
+        if all(self.is_local(recipient) for recipient in envelope.recipients):
+            return Authorisation(None, AuthMethod.LOCAL)
+        hint = headers.smtp_username
+        if session.account is not None:
+            account, method = session.account, AuthMethod.SMTP_AUTH
+        elif await self._ip_authorised(session):
+            account = await self._login(session, headers, ClientAddress(session.address, hint))
+            method = AuthMethod.IP
+        else:
+            sender = headers.sender
+            within = await self._from_candidates(session, envelope.sender) if envelope.sender else frozenset()
+            if sender is None:
+                raise relaying_denied(session.peer_ip, envelope.sender or "<>").because("no header From")
+            account = await self._login(session, headers, FromAddress(sender.address, hint, within))
+            method = AuthMethod.FROM
+        if account.settings.restrict_from and method is not AuthMethod.FROM:
+            await self._check_restricted_from(account, headers)
+        return Authorisation(account.name, method)
+
+    async def _login(self, session: Session, headers: HeaderSection, credentials: object) -> Account:
+        try:
+            _, account, _ = await self.portal.login(credentials, None, IAccountAvatar)
+        except AmbiguousAccount:
+            raise AMBIGUOUS_ACCOUNT.because(f"{credentials!r} fits several accounts") from None
+        except UnauthorizedLogin:
+            sender = headers.sender
+            shown = sender.as_text if sender else "<>"
+            raise relaying_denied(session.peer_ip, shown).because(f"{credentials!r} refused") from None
+        return account  # type: ignore[no-any-return]
+
+    async def _check_restricted_from(self, account: Account, headers: HeaderSection) -> None:
+        sender = headers.sender
+        if sender is not None:
+            found = await self.authorisations.accounts_for_from(sender.address)
+            if any(candidate.id == account.id for candidate in found):
+                return
+        raise FROM_NOT_AUTHORISED.because(f"account {account.name} is restricted to its From addresses")

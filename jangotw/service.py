@@ -1,0 +1,155 @@
+# -*- test-case-name: tests.integration.test_server -*-
+"""The running server: thread pools, the store, the spool, and one service per listener.
+
+Listeners start only once the store is open and the spool recovered, so no
+client is ever answered by a half-started server. Each listener is a named
+child service (C{smtp:tcp:2525}, C{smtps:tcp:465}).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from .auth.checkers import ClientAddressChecker, FromAddressChecker, PasswordChecker
+from .auth.passwords import PasswordHasher
+from .auth.realm import AccountRealm
+from .auth.throttle import FailureThrottle
+from .config import Config
+from .ingress.factory import ConnectionLimiter, SMTPFactory
+from .ingress.gate import Gate
+from .ingress.session import SessionSettings, SMTPSession
+from .ingress.tls import server_tls_options
+from .interfaces import IStore
+from .spool.writer import Spool
+from .store.opening import open_store
+
+__all__ = ["RelayService", "ListeningPort"]
+
+log = Logger()
+
+
+class ListeningPort(Service):
+    """A port that is already listening; stopping the service closes it."""
+
+    def __init__(self, port: IListeningPort) -> None:
+        super().__init__()
+        self.port = port
+
+    def stopService(self) -> "Deferred[None] | None":
+        super().stopService()
+        return self.port.stopListening()
+
+
+class RelayService(MultiService):
+    """Everything C{twistd jangomail} runs, built from one L{Config}."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.cpu_pool = ThreadPool(minthreads=0, maxthreads=max(2, os.cpu_count() or 2), name="cpu")
+        self.spool_pool = ThreadPool(minthreads=1, maxthreads=4, name="spool")
+        self.tls_options = (
+            server_tls_options(config.tls.certificate, config.tls.key) if config.tls.certificate else None
+        )
+        self.spool = Spool(os.path.join(config.server.data_dir, "spool"), reactor, reactor, self.spool_pool)
+        self.store: IStore | None = None
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        for pool in (self.cpu_pool, self.spool_pool):
+            pool.start()
+        self.spool.prepare()
+        Deferred.fromCoroutine(self._start()).addCallbacks(self.ready.callback, self._failed)
+
+    async def _start(self) -> None:
+        self.store = await open_store(self.reactor, self.config)
+        queued = await self.spool.recover()
+        log.info("spool holds {count} message(s) awaiting delivery", count=len(queued))
+        gate = self._build_gate(self.store)
+        limiter = ConnectionLimiter(self.config.smtp.max_connections, self.config.smtp.max_connections_per_ip)
+        for description in self.config.smtp.listen:
+            factory = self._smtp_factory(gate, limiter, implicit_tls=False)
+            await self._listen(f"smtp:{description}", description, factory)
+        for description in self.config.smtp.tls_listen:
+            factory = self._smtp_factory(gate, limiter, implicit_tls=True)
+            await self._listen(f"smtps:{description}", description,
+                               TLSMemoryBIOFactory(self.tls_options, False, factory))
+
+    def _failed(self, failure: Failure) -> None:
+        log.failure("jangotw could not start", failure)
+        self.ready.errback(failure)
+        self.reactor.stop()
+
+    async def _listen(self, name: str, description: str, factory: IProtocolFactory) -> None:
+        port = await serverFromString(self.reactor, description).listen(factory)
+        log.info("listening on {name} at {address}", name=name, address=str(port.getHost()))
+        listener = ListeningPort(port)
+        listener.setName(name)
+        listener.setServiceParent(self)
+
+    def _smtp_factory(self, gate: Gate, limiter: ConnectionLimiter, implicit_tls: bool) -> SMTPFactory:
+        smtp = self.config.smtp
+        settings = SessionSettings(
+            hostname=self.config.server.hostname,
+            max_message_size=smtp.max_message_size,
+            max_recipients=smtp.max_recipients,
+            max_errors=smtp.max_errors,
+            idle_timeout=smtp.idle_timeout,
+            max_header_size=smtp.max_header_size,
+            normalise_bare_newlines=smtp.bare_newline == "normalise",
+            auth_requires_tls=smtp.auth_requires_tls,
+        )
+        spool, reactor = self.spool, self.reactor
+        tls = None if implicit_tls else self.tls_options
+
+        def build() -> SMTPSession:
+            return SMTPSession(gate, spool, settings, reactor, tls, implicit_tls)
+
+        return SMTPFactory(build, limiter, self.config.server.hostname)
+
+    def _build_gate(self, store: IStore) -> Gate:
+        hasher = PasswordHasher()
+
+        def verify(password_hash: str, password: str) -> "Deferred[bool]":
+            return deferToThreadPool(self.reactor, self.cpu_pool, hasher.verify, password_hash, password)
+
+        portal = Portal(AccountRealm(store), [
+            PasswordChecker(store, verify),
+            ClientAddressChecker(store),
+            FromAddressChecker(store),
+        ])
+        throttle = FailureThrottle(self.reactor, self.config.smtp.auth_failures,
+                                   self.config.smtp.auth_failure_window)
+        return Gate(
+            portal=portal,
+            accounts=store,
+            authorisations=store,
+            throttle=throttle,
+            initiation_domain=self.config.initiation.domain.lower(),
+            bounce_domain=self.config.delivery.bounce_domain.lower(),
+            local_domains=frozenset(domain.lower() for domain in self.config.smtp.local_domains),
+        )
+
+    def stopService(self) -> "Deferred[None]":
+        stopped = super().stopService()
+
+        async def release(_: object) -> None:
+            if self.store is not None:
+                await self.store.close()
+            for pool in (self.cpu_pool, self.spool_pool):
+                pool.stop()
+
+        return stopped.addCallback(lambda ignored: Deferred.fromCoroutine(release(ignored)))

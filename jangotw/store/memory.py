@@ -1,0 +1,150 @@
+# -*- test-case-name: tests.store.test_memory -*-
+"""L{IStore} in memory: for unit tests that must stay synchronous, and the reference
+behaviour the other stores are checked against by the same contract suite."""
+from __future__ import annotations
+
+import ipaddress
+
+import attrs
+from attrs import define, field
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from ..errors import InputError
+from ..interfaces import IStore
+from ..model import Account, AccountSettings
+
+__all__ = ["MemoryStore"]
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _as_v6(network: _Network) -> ipaddress.IPv6Network:
+    if network.version == 6:
+        return network  # type: ignore[return-value]
+    mapped = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + network.network_address.packed)
+    return ipaddress.IPv6Network((mapped, network.prefixlen + 96))
+
+
+def _address_v6(address: _Address) -> ipaddress.IPv6Address:
+    if address.version == 6:
+        return address  # type: ignore[return-value]
+    return ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + address.packed)
+
+
+@implementer(IStore)
+@define
+class MemoryStore:
+    """Everything in dictionaries; every Deferred has already fired."""
+
+    clock: IReactorTime
+    _accounts: dict[str, Account] = field(factory=dict, init=False)  # lower-case name -> account
+    _networks: dict[int, set[_Network]] = field(factory=dict, init=False)
+    _from: dict[int, set[str]] = field(factory=dict, init=False)
+
+    def _get(self, name: str) -> Account:
+        account = self._accounts.get(name.lower())
+        if account is None:
+            raise InputError(f"no such account: {name}")
+        return account
+
+    def _update(self, name: str, **changes: object) -> "Deferred[Account]":
+        try:
+            account = attrs.evolve(self._get(name), **changes)  # type: ignore[arg-type]
+        except InputError as error:
+            return fail(error)
+        self._accounts[name.lower()] = account
+        return succeed(account)
+
+    # IAccountStore
+
+    def add_account(self, name: str, password_hash: str | None) -> "Deferred[Account]":
+        existing = self._accounts.get(name.lower())
+        if existing is not None:
+            return fail(InputError(f"an account called {existing.name} already exists"))
+        account = Account(id=len(self._accounts) + 1, name=name, created=self.clock.seconds(),
+                          password_hash=password_hash)
+        self._accounts[name.lower()] = account
+        return succeed(account)
+
+    def get_account(self, name: str) -> "Deferred[Account | None]":
+        return succeed(self._accounts.get(name.lower()))
+
+    def list_accounts(self) -> "Deferred[list[Account]]":
+        return succeed(sorted(self._accounts.values(), key=lambda account: account.name.lower()))
+
+    def set_disabled(self, name: str, disabled: bool) -> "Deferred[Account]":
+        return self._update(name, disabled=disabled)
+
+    def set_password_hash(self, name: str, password_hash: str) -> "Deferred[None]":
+        return self._update(name, password_hash=password_hash).addCallback(lambda _: None)
+
+    def set_setting(self, name: str, key: str, value: object) -> "Deferred[Account]":
+        if key not in attrs.fields_dict(AccountSettings):
+            return fail(InputError(f"unknown setting {key!r}"))
+        try:
+            settings = attrs.evolve(self._get(name).settings, **{key: value})
+        except InputError as error:
+            return fail(error)
+        return self._update(name, settings=settings)
+
+    # IAuthorisationStore
+
+    def _entries(self, table: dict[int, set], name: str) -> "Deferred[set]":  # type: ignore[type-arg]
+        try:
+            return succeed(table.setdefault(self._get(name).id, set()))
+        except InputError as error:
+            return fail(error)
+
+    def add_ip(self, account: str, network: _Network) -> "Deferred[None]":
+        return self._entries(self._networks, account).addCallback(lambda entries: entries.add(network))
+
+    def remove_ip(self, account: str, network: _Network) -> "Deferred[bool]":
+        def remove(entries: set[_Network]) -> bool:
+            present = network in entries
+            entries.discard(network)
+            return present
+        return self._entries(self._networks, account).addCallback(remove)
+
+    def list_ips(self, account: str) -> "Deferred[list[str]]":
+        return self._entries(self._networks, account).addCallback(
+            lambda entries: [str(network) for network in sorted(entries, key=_as_v6)])
+
+    def accounts_for_ip(self, address: _Address) -> "Deferred[list[tuple[Account, int]]]":
+        wanted = _address_v6(address)
+        found = []
+        for account in self._accounts.values():
+            prefixes = [_as_v6(net).prefixlen for net in self._networks.get(account.id, ()) if wanted in _as_v6(net)]
+            if prefixes and not account.disabled:
+                found.append((account, max(prefixes)))
+        return succeed(sorted(found, key=lambda pair: (-pair[1], pair[0].name)))
+
+    def add_from(self, account: str, address: str) -> "Deferred[None]":
+        return self._entries(self._from, account).addCallback(lambda entries: entries.add(address.strip().lower()))
+
+    def remove_from(self, account: str, address: str) -> "Deferred[bool]":
+        def remove(entries: set[str]) -> bool:
+            present = address.strip().lower() in entries
+            entries.discard(address.strip().lower())
+            return present
+        return self._entries(self._from, account).addCallback(remove)
+
+    def list_from(self, account: str) -> "Deferred[list[str]]":
+        return self._entries(self._from, account).addCallback(sorted)
+
+    def accounts_for_from(self, address: str) -> "Deferred[list[Account]]":
+        local, at, domain = address.strip().lower().rpartition("@")
+        if not (local and at and domain):
+            return succeed([])
+        exact, whole = f"{local}@{domain}", f"@{domain}"
+        ranked = []
+        for account in self._accounts.values():
+            entries = self._from.get(account.id, set())
+            if not account.disabled and (exact in entries or whole in entries):
+                ranked.append((exact not in entries, account.name, account))
+        return succeed([account for _, _, account in sorted(ranked)])
+
+    def close(self) -> "Deferred[None]":
+        return succeed(None)

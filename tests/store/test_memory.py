@@ -1,0 +1,16 @@
+"""The in-memory store passes the same contract as every other store."""
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from jangotw.interfaces import IStore
+from jangotw.store.memory import MemoryStore
+
+from .contract import StoreContractMixin
+
+
+class MemoryStoreContractTests(StoreContractMixin, TestCase):
+    def make_store(self) -> "Deferred[IStore]":
+        return succeed(MemoryStore(Clock()))
