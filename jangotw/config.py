@@ -25,6 +25,7 @@ __all__ = [
     "DeliveryConfig",
     "TrackingConfig",
     "InitiationConfig",
+    "SECTIONS",
     "load_config",
     "parse_config",
 ]
@@ -159,7 +160,7 @@ class Config:
         return frozenset(name.lower() for name in names if name)
 
 
-_SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "smtp": SMTPConfig,
     "tls": TLSConfig,
@@ -210,9 +211,9 @@ def parse_config(document: dict[str, Any], base: str = ".") -> Config:
     """
     built: dict[str, Any] = {}
     for name, table in document.items():
-        if name not in _SECTIONS:
-            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(_SECTIONS)})")
-        built[name] = _section(_SECTIONS[name], table, name, base)
+        if name not in SECTIONS:
+            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(SECTIONS)})")
+        built[name] = _section(SECTIONS[name], table, name, base)
     config = Config(**built)
     if not config.server.hostname:
         config = attrs.evolve(config, server=attrs.evolve(config.server, hostname=socket.gethostname()))

@@ -5,7 +5,16 @@ users call, and C{verifyObject} checks it.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+    from twisted.internet.defer import Deferred
+
+    from .model import Account, SpoolRecord
 
 __all__ = [
     "IAccountStore",

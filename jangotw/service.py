@@ -65,7 +65,11 @@ class RelayService(MultiService):
         )
         self.spool = Spool(os.path.join(config.server.data_dir, "spool"), reactor, reactor, self.spool_pool)
         self.store: IStore | None = None
-        self.ready: Deferred[None] = Deferred()
+        self.ready: Deferred[None] = Deferred()  # fires once every listener listens
+
+    def listening(self, name: str) -> IListeningPort:
+        """The port of the listener called C{name} (e.g. C{smtp:tcp:0}), for tests and tools."""
+        return self.getServiceNamed(name).port  # type: ignore[no-any-return]
 
     def startService(self) -> None:
         super().startService()
@@ -91,7 +95,6 @@ class RelayService(MultiService):
     def _failed(self, failure: Failure) -> None:
         log.failure("jangotw could not start", failure)
         self.ready.errback(failure)
-        self.reactor.stop()
 
     async def _listen(self, name: str, description: str, factory: IProtocolFactory) -> None:
         port = await serverFromString(self.reactor, description).listen(factory)

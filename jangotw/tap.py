@@ -35,4 +35,6 @@ class Options(usage.Options):
 def makeService(options: Options) -> RelayService:
     from twisted.internet import reactor
 
-    return RelayService(options["loaded"], reactor)
+    service = RelayService(options["loaded"], reactor)
+    service.ready.addErrback(lambda failure: reactor.stop())  # already logged: exit, don't limp on
+    return service

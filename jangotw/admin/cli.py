@@ -1,0 +1,279 @@
+# -*- test-case-name: tests.admin.test_cli -*-
+"""jangomail-admin: manage accounts and what authorises them to relay, from a shell.
+
+Parses the command line, reads a new password from standard input or the
+terminal, opens the configured store, asks L{AccountAdmin} (which holds every
+rule) and prints its answer as text, or as one JSON document with C{--json}.
+Exit status: 0 done; 1 input refused, bad configuration or unusable store
+(one line on standard error); 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from getpass import getpass
+from typing import Any, Callable, Mapping, NoReturn, Sequence, cast
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore, IReactorThreads
+from twisted.internet.task import react
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+)
+
+from ..auth.passwords import PasswordHasher, check_strength
+from ..config import Config, load_config
+from ..errors import ConfigError, InputError
+from ..store.opening import open_store
+from .accounts import AccountAdmin
+
+__all__ = ["main", "build_parser", "PROG", "DEFAULT_CONFIG", "CONFIG_ENV"]
+
+PROG = "jangomail-admin"
+DEFAULT_CONFIG = "/etc/jangotw/jangomail.toml"
+CONFIG_ENV = "JANGOMAIL_CONFIG"
+EXIT_INPUT = 1
+
+Call = Callable[[AccountAdmin, argparse.Namespace], "Deferred[Any]"]
+Render = Callable[[Any], str]
+
+
+@frozen
+class _Command:
+    """One leaf command: what it asks the service layer and how its answer reads."""
+
+    call: Call
+    render: Render
+    parser: argparse.ArgumentParser
+    needs_password: bool = False
+
+
+# -- rendering answers as text ------------------------------------------------------------
+
+def _lines(items: Sequence[str]) -> str:
+    return "\n".join(items)
+
+
+def _value(value: object) -> str:
+    if isinstance(value, str):
+        return value if value else '""'
+    return json.dumps(value)
+
+
+def _status(account: Mapping[str, Any]) -> str:
+    return "disabled" if account["disabled"] else "enabled"
+
+
+def _password(account: Mapping[str, Any]) -> str:
+    return "set" if account["has_password"] else "none (IP and From authorisation only)"
+
+
+def _render_list(accounts: Sequence[Mapping[str, Any]]) -> str:
+    if not accounts:
+        return "no accounts"
+    rows = [("NAME", "STATUS", "PASSWORD", "CREATED")] + [
+        (a["name"], _status(a), "set" if a["has_password"] else "none", a["created"]) for a in accounts
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return _lines([f"{n:{widths[0]}}  {s:{widths[1]}}  {p:{widths[2]}}  {c}" for n, s, p, c in rows])
+
+
+def _render_show(account: Mapping[str, Any]) -> str:
+    def block(title: str, items: Sequence[str]) -> list[str]:
+        return [f"{title}:"] + ([f"  {item}" for item in items] or ["  (none)"])
+    settings = [f"{key} = {_value(value)}" for key, value in account["settings"].items()]
+    return _lines([
+        f"account:  {account['name']}",
+        f"status:   {_status(account)}",
+        f"password: {_password(account)}",
+        f"created:  {account['created']}",
+        *block("settings", settings),
+        *block("ips", account["ips"]),
+        *block("from", account["from"]),
+    ])
+
+
+def _said(template: str) -> Render:
+    return lambda answer: template.format_map(answer)
+
+
+# -- the command line ---------------------------------------------------------------------
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The argument parser; each leaf command's namespace carries its L{_Command} as C{command}."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Manage jangotw accounts: passwords, settings, and the client networks\n"
+                    "and From addresses that authorise relaying.",
+        epilog="examples:\n"
+               "  printf '%s\\n' \"$PASSWORD\" | jangomail-admin account add alice --password-stdin\n"
+               "  jangomail-admin ip add alice 192.0.2.0/24\n"
+               "  jangomail-admin from add alice @example.com\n"
+               "  jangomail-admin --json account show alice",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", default=environ.get(CONFIG_ENV) or DEFAULT_CONFIG,
+                        help=f"configuration file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    # --json is also accepted after the command; SUPPRESS keeps it from resetting the global flag.
+    late_json = argparse.ArgumentParser(add_help=False)
+    late_json.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    topics = parser.add_subparsers(title="commands", dest="topic", metavar="COMMAND", required=True)
+
+    def group(name: str, help: str) -> Any:
+        topic = topics.add_parser(name, help=help, description=help)
+        return topic.add_subparsers(title="actions", dest="action", metavar="ACTION", required=True)
+
+    def leaf(actions: Any, name: str, help: str, call: Call, render: Render,
+             arguments: Sequence[tuple[str, str]] = (), needs_password: bool = False) -> argparse.ArgumentParser:
+        command = actions.add_parser(name, help=help, description=help, parents=[late_json])
+        for argument, argument_help in arguments:
+            command.add_argument(argument, metavar=argument.upper(), help=argument_help)
+        command.set_defaults(command=_Command(call, render, command, needs_password))
+        return command  # type: ignore[no-any-return]
+
+    name = ("name", "account name")
+    account = ("account", "account name")
+
+    accounts = group("account", "create, inspect and change accounts")
+    add = leaf(accounts, "add", "create an account", render=_said("added account {name}"),
+               call=lambda admin, args: admin.add_account(args.name, args.password),
+               arguments=[name], needs_password=True)
+    how = add.add_mutually_exclusive_group()
+    how.add_argument("--password-stdin", action="store_true", help="read the password from the first line of standard input")
+    how.add_argument("--no-password", action="store_true",
+                     help="create the account without a password: it is authorised only by client IP or From address")
+    leaf(accounts, "list", "list every account", render=_render_list,
+         call=lambda admin, args: admin.list_accounts())
+    leaf(accounts, "show", "show an account with its settings, networks and From addresses", render=_render_show,
+         call=lambda admin, args: admin.show_account(args.name), arguments=[name])
+    leaf(accounts, "disable", "stop an account from authenticating and relaying",
+         render=_said("disabled account {name}"), call=lambda admin, args: admin.disable(args.name), arguments=[name])
+    leaf(accounts, "enable", "let a disabled account relay again",
+         render=_said("enabled account {name}"), call=lambda admin, args: admin.enable(args.name), arguments=[name])
+    leaf(accounts, "set", "change one account setting (restrict_from: true/false; manager_email: an address)",
+         render=lambda answer: f"{answer['account']}: {answer['setting']} = {_value(answer['value'])}",
+         call=lambda admin, args: admin.set_setting(args.name, args.key, args.value),
+         arguments=[name, ("key", "setting name"), ("value", "new value")])
+    passwd = leaf(accounts, "passwd", "change an account's password", render=_said("changed the password of {name}"),
+                  call=lambda admin, args: admin.set_password(args.name, args.password),
+                  arguments=[name], needs_password=True)
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from the first line of standard input")
+
+    ips = group("ip", "client networks whose connections relay as an account")
+    network = ("network", "an address (a /32 or /128) or a CIDR range such as 192.0.2.0/24")
+    leaf(ips, "add", "authorise a network", render=_said("authorised {network} for {account}"),
+         call=lambda admin, args: admin.add_ip(args.account, args.network), arguments=[account, network])
+    leaf(ips, "remove", "remove an authorised network", render=_said("removed {network} from {account}"),
+         call=lambda admin, args: admin.remove_ip(args.account, args.network), arguments=[account, network])
+    leaf(ips, "list", "list an account's networks", render=_lines,
+         call=lambda admin, args: admin.list_ips(args.account), arguments=[account])
+
+    froms = group("from", "From addresses whose mail relays as an account")
+    address = ("address", "user@example.com, or @example.com for every address at the domain")
+    leaf(froms, "add", "authorise a From address or domain", render=_said("authorised From {address} for {account}"),
+         call=lambda admin, args: admin.add_from(args.account, args.address), arguments=[account, address])
+    leaf(froms, "remove", "remove an authorised From address", render=_said("removed From {address} from {account}"),
+         call=lambda admin, args: admin.remove_from(args.account, args.address), arguments=[account, address])
+    leaf(froms, "list", "list an account's From addresses", render=_lines,
+         call=lambda admin, args: admin.list_from(args.account), arguments=[account])
+    return parser
+
+
+def _read_password(command: _Command, args: argparse.Namespace) -> str | None:
+    """The new password, read before the reactor starts (reading blocks)."""
+    if getattr(args, "no_password", False):
+        return None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise InputError("no password on the first line of standard input")
+        return password
+    if not sys.stdin.isatty():
+        command.parser.error("standard input is not a terminal: use --password-stdin to read the "
+                             "password from it" + (", or --no-password" if args.action == "add" else ""))
+    password = getpass("New password: ")
+    if getpass("Repeat the password: ") != password:
+        raise InputError("the two passwords differ")
+    return password
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(EXIT_INPUT)
+
+
+def _print_answer(answer: Any, command: _Command, as_json: bool) -> None:
+    text = json.dumps(answer, indent=2, ensure_ascii=False) if as_json else command.render(answer)
+    if text:
+        print(text)
+
+
+async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, password: str | None) -> None:
+    """Open the store, run the command, close the store; the reactor stops when this ends."""
+    threads: IReactorThreads = IReactorThreads(reactor)
+    hasher = PasswordHasher()
+    try:
+        store = await open_store(reactor, config)
+    except (ConfigError, InputError) as error:
+        _fail(str(error))
+    except Exception as error:  # an unusable data directory or database file
+        _fail(f"cannot open the store under {config.server.data_dir}: {error}")
+    admin = AccountAdmin(
+        store=store,
+        hash_password=lambda text: deferToThreadPool(threads, threads.getThreadPool(), hasher.hash, text),
+        check_password=lambda text, inputs: deferToThreadPool(
+            threads, threads.getThreadPool(), check_strength, text, inputs),
+    )
+    args.password = password
+    command: _Command = args.command
+    try:
+        answer = await command.call(admin, args)
+    except (ConfigError, InputError) as error:
+        _fail(str(error))
+    except Exception:
+        print(f"{PROG}: internal error:", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        raise SystemExit(EXIT_INPUT) from None
+    finally:
+        await store.close()
+    _print_answer(answer, command, args.json)
+
+
+def _log_warnings_to_stderr() -> None:
+    """Show warnings and errors logged by lower layers (e.g. an unreadable stored setting)."""
+    def emit(event: dict[str, Any]) -> None:
+        print(f"{PROG}: {event['log_level'].name}: {formatEvent(event)}", file=sys.stderr)
+    observer = FilteringLogObserver(cast(ILogObserver, emit), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The C{jangomail-admin} console script."""
+    parser = build_parser(os.environ)
+    args = parser.parse_args(argv)  # exits 2 on a usage error
+    command: _Command = args.command
+    try:
+        config = load_config(args.config)
+        password = _read_password(command, args) if command.needs_password else None
+    except (ConfigError, InputError) as error:
+        _fail(str(error))
+    except (KeyboardInterrupt, EOFError):
+        _fail("interrupted")
+    _log_warnings_to_stderr()
+    react(_run, (config, args, password))  # installs the default reactor; exits with our status
+    raise SystemExit(0)  # not reached: react() exits
+
+
+if __name__ == "__main__":
+    main()

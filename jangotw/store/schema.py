@@ -1,0 +1,115 @@
+# -*- test-case-name: tests.store.test_sqlite -*-
+"""The SQLite schema as a list of migrations, and the code that applies them.
+
+The database's C{PRAGMA user_version} is the number of migrations applied.
+Opening a file applies the missing ones, each in its own C{BEGIN IMMEDIATE}
+transaction that re-reads the version first, so a restart, or the server and
+C{jangomail-admin} opening the same new file at once, applies each exactly once.
+A released migration is never edited: change the schema by appending one.
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Protocol
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: accounts, their settings, authorised networks and From addresses.
+    """
+    CREATE TABLE account (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        created       REAL    NOT NULL
+    );
+
+    -- One row per changed setting; the value is JSON. Keys this version does
+    -- not know are ignored when reading, so a downgrade keeps working.
+    CREATE TABLE account_setting (
+        account_id INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        key        TEXT    NOT NULL,
+        value      TEXT    NOT NULL,
+        PRIMARY KEY (account_id, key)
+    ) WITHOUT ROWID;
+
+    -- A network is its first and last address as 16-byte big-endian blobs
+    -- (IPv4 as IPv4-mapped IPv6), so "which networks contain this address" is
+    -- one range condition; prefix is the IPv6 prefix length (IPv4 /n is n+96).
+    CREATE TABLE account_network (
+        account_id  INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        range_start BLOB    NOT NULL CHECK (length(range_start) = 16),
+        range_end   BLOB    NOT NULL CHECK (length(range_end) = 16),
+        prefix      INTEGER NOT NULL CHECK (prefix BETWEEN 0 AND 128),
+        PRIMARY KEY (account_id, range_start, prefix)
+    ) WITHOUT ROWID;
+    CREATE INDEX account_network_range ON account_network (range_start, range_end);
+
+    -- An exact address (user@example.com) or a whole domain (@example.com).
+    CREATE TABLE account_from (
+        account_id INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        address    TEXT    NOT NULL COLLATE NOCASE,
+        PRIMARY KEY (account_id, address)
+    ) WITHOUT ROWID;
+    CREATE INDEX account_from_address ON account_from (address);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class _Cursor(Protocol):
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+    def fetchone(self) -> Any: ...
+    @property
+    def connection(self) -> sqlite3.Connection: ...
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into complete statements (C{executescript} would commit our transaction)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    leftover = [line for line in pending.splitlines() if line.strip() and not line.strip().startswith("--")]
+    if leftover:
+        raise ValueError(f"incomplete SQL statement in migration: {leftover[0].strip()!r}")
+    return statements
+
+
+def _in_transaction(cursor: _Cursor) -> bool:
+    return bool(cursor.connection.in_transaction)
+
+
+def _version(cursor: _Cursor) -> int:
+    cursor.execute("PRAGMA user_version")
+    return int(cursor.fetchone()[0])
+
+
+def migrate(cursor: _Cursor, migrations: tuple[str, ...] = MIGRATIONS) -> tuple[int, int]:
+    """Apply the migrations the database lacks; run in a thread, on an autocommit connection.
+
+    @return: the versions before and after.
+    @raise ValueError: the file was written by a newer version of jangotw.
+    """
+    before = _version(cursor)
+    if before > len(migrations):
+        raise ValueError(f"database schema version {before} is newer than this program's "
+                         f"({len(migrations)}); upgrade jangotw")
+    for version in range(before + 1, len(migrations) + 1):
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            if _version(cursor) < version:  # another process may have got here first
+                for statement in _statements(migrations[version - 1]):
+                    cursor.execute(statement)
+                cursor.execute(f"PRAGMA user_version = {version:d}")
+            cursor.execute("COMMIT")
+        except BaseException:
+            if _in_transaction(cursor):  # some errors end the transaction themselves
+                cursor.execute("ROLLBACK")
+            raise
+    return before, _version(cursor)

@@ -1,0 +1,341 @@
+"""The behaviour every L{IStore} shares, written once and run against each store.
+
+A test case mixes in L{StoreContractMixin} and defines C{make_store()}, which
+fires with a fresh, empty store and registers a cleanup that closes it.
+"""
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_network
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from zope.interface.verify import verifyObject
+
+from jangotw.errors import InputError
+from jangotw.interfaces import IAccountStore, IAuthorisationStore, IStore
+from jangotw.model import Account, AccountSettings
+
+__all__ = ["StoreContractMixin"]
+
+if TYPE_CHECKING:
+    from twisted.trial.unittest import TestCase as _Base
+else:
+    _Base = object
+
+
+class StoreContractMixin(_Base):
+    """Tests of the L{IStore} contract; the concrete test case supplies C{make_store}."""
+
+    def make_store(self) -> "Deferred[IStore]":
+        raise NotImplementedError("a store test case defines make_store()")
+
+    async def store_with(self, *names: str) -> IStore:
+        """A fresh store holding accounts called C{names}."""
+        store = await self.make_store()
+        for name in names:
+            await store.add_account(name, None)
+        return store
+
+    async def assert_input_error(self, deferred: "Deferred[Any]") -> str:
+        error = await self.assertFailure(deferred, InputError)
+        return str(error)
+
+    # -- interface ---------------------------------------------------------------------
+
+    async def test_provides_interfaces(self) -> None:
+        """The store provides every store interface, with the declared method signatures."""
+        store = await self.make_store()
+        for interface in (IStore, IAccountStore, IAuthorisationStore):
+            self.assertTrue(verifyObject(interface, store))
+
+    # -- accounts ----------------------------------------------------------------------
+
+    async def test_add_then_get(self) -> None:
+        """An added account can be read back with its password hash, enabled, default settings."""
+        store = await self.make_store()
+        added = await store.add_account("Alice", "$argon2id$fake")
+        self.assertEqual((added.name, added.disabled, added.password_hash, added.settings),
+                         ("Alice", False, "$argon2id$fake", AccountSettings()))
+        self.assertEqual(await store.get_account("Alice"), added)
+
+    async def test_get_is_case_insensitive(self) -> None:
+        """Account names match whatever their case; the stored spelling is kept."""
+        store = await self.store_with("Alice")
+        account = await store.get_account("aLICE")
+        assert account is not None
+        self.assertEqual(account.name, "Alice")
+
+    async def test_get_unknown_is_none(self) -> None:
+        """Getting an account that does not exist fires with None."""
+        store = await self.store_with("alice")
+        self.assertIsNone(await store.get_account("bob"))
+
+    async def test_add_without_password(self) -> None:
+        """An account may have no password hash (it authenticates by IP or From only)."""
+        store = await self.make_store()
+        account = await store.add_account("relay", None)
+        self.assertIsNone(account.password_hash)
+
+    async def test_duplicate_name_refused(self) -> None:
+        """A second account with the same name, in any case, fails with InputError."""
+        store = await self.store_with("Alice")
+        message = await self.assert_input_error(store.add_account("alice", None))
+        self.assertIn("Alice", message)
+        self.assertEqual([a.name for a in await store.list_accounts()], ["Alice"])
+
+    async def test_list_ordered_by_name(self) -> None:
+        """Accounts are listed by name, ignoring case."""
+        store = await self.store_with("carol", "Alice", "bob")
+        self.assertEqual([a.name for a in await store.list_accounts()], ["Alice", "bob", "carol"])
+
+    async def test_list_empty(self) -> None:
+        """A new store has no accounts."""
+        store = await self.make_store()
+        self.assertEqual(await store.list_accounts(), [])
+
+    async def test_distinct_ids(self) -> None:
+        """Each account has its own id."""
+        store = await self.store_with("a", "b")
+        ids = {account.id for account in await store.list_accounts()}
+        self.assertEqual(len(ids), 2)
+
+    async def test_disable_and_enable(self) -> None:
+        """Disabling is stored and reported; enabling reverses it."""
+        store = await self.store_with("alice")
+        disabled = await store.set_disabled("ALICE", True)
+        self.assertTrue(disabled.disabled)
+        account = await store.get_account("alice")
+        assert account is not None
+        self.assertTrue(account.disabled)
+        enabled = await store.set_disabled("alice", False)
+        self.assertFalse(enabled.disabled)
+
+    async def test_set_password_hash(self) -> None:
+        """A new password hash replaces the old one."""
+        store = await self.make_store()
+        await store.add_account("alice", "old")
+        self.assertIsNone(await store.set_password_hash("alice", "new"))
+        account = await store.get_account("alice")
+        assert account is not None
+        self.assertEqual(account.password_hash, "new")
+
+    async def test_unknown_account_refused(self) -> None:
+        """Every change naming an account that does not exist fails with InputError."""
+        store = await self.store_with("alice")
+        network = ip_network("10.0.0.0/8")
+        for deferred in [
+            store.set_disabled("bob", True),
+            store.set_password_hash("bob", "x"),
+            store.set_setting("bob", "restrict_from", True),
+            store.add_ip("bob", network),
+            store.remove_ip("bob", network),
+            store.list_ips("bob"),
+            store.add_from("bob", "@example.com"),
+            store.remove_from("bob", "@example.com"),
+            store.list_from("bob"),
+        ]:
+            self.assertIn("bob", await self.assert_input_error(deferred))
+
+    # -- settings ----------------------------------------------------------------------
+
+    async def test_settings_round_trip(self) -> None:
+        """Settings are stored with their types and come back as AccountSettings."""
+        store = await self.store_with("alice", "bob")
+        await store.set_setting("alice", "restrict_from", True)
+        changed = await store.set_setting("alice", "manager_email", "boss@example.com")
+        expected = AccountSettings(restrict_from=True, manager_email="boss@example.com")
+        self.assertEqual(changed.settings, expected)
+        alice = await store.get_account("alice")
+        bob = await store.get_account("bob")
+        assert alice is not None and bob is not None
+        self.assertEqual(alice.settings, expected)
+        self.assertEqual(bob.settings, AccountSettings())
+
+    async def test_setting_overwritten(self) -> None:
+        """Setting a key again replaces its value."""
+        store = await self.store_with("alice")
+        await store.set_setting("alice", "restrict_from", True)
+        account = await store.set_setting("alice", "restrict_from", False)
+        self.assertFalse(account.settings.restrict_from)
+
+    async def test_unknown_setting_refused(self) -> None:
+        """A key that is not an AccountSettings field fails with InputError."""
+        store = await self.store_with("alice")
+        await self.assert_input_error(store.set_setting("alice", "colour", "blue"))
+
+    async def test_listed_accounts_carry_settings(self) -> None:
+        """Listing returns each account's own settings."""
+        store = await self.store_with("alice", "bob")
+        await store.set_setting("bob", "restrict_from", True)
+        listed = {a.name: a.settings.restrict_from for a in await store.list_accounts()}
+        self.assertEqual(listed, {"alice": False, "bob": True})
+
+    # -- networks ----------------------------------------------------------------------
+
+    async def assert_ip_matches(self, store: IStore, address: str, expected: list[tuple[str, int]]) -> None:
+        found = await store.accounts_for_ip(ip_address(address))
+        self.assertEqual([(account.name, prefix) for account, prefix in found], expected, address)
+
+    async def test_ipv4_network(self) -> None:
+        """An IPv4 network matches its first to last address, with prefix length n+96."""
+        store = await self.store_with("alice")
+        await store.add_ip("alice", ip_network("10.0.0.0/8"))
+        for inside in ("10.0.0.0", "10.1.2.3", "10.255.255.255", "::ffff:10.9.9.9"):
+            await self.assert_ip_matches(store, inside, [("alice", 104)])
+        for outside in ("9.255.255.255", "11.0.0.0", "::a01:203", "2001:db8::1"):
+            await self.assert_ip_matches(store, outside, [])
+
+    async def test_ipv6_network(self) -> None:
+        """An IPv6 network matches addresses inside it, with its own prefix length."""
+        store = await self.store_with("alice")
+        await store.add_ip("alice", ip_network("2001:db8::/32"))
+        for inside in ("2001:db8::", "2001:db8::1", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"):
+            await self.assert_ip_matches(store, inside, [("alice", 32)])
+        for outside in ("2001:db7:ffff::1", "2001:db9::", "10.0.0.1"):
+            await self.assert_ip_matches(store, outside, [])
+
+    async def test_single_address(self) -> None:
+        """A single address is a /32 (IPv4) or /128 (IPv6) and matches only itself."""
+        store = await self.store_with("alice", "bob")
+        await store.add_ip("alice", ip_network("192.0.2.7/32"))
+        await store.add_ip("bob", ip_network("2001:db8::7"))
+        await self.assert_ip_matches(store, "192.0.2.7", [("alice", 128)])
+        await self.assert_ip_matches(store, "192.0.2.8", [])
+        await self.assert_ip_matches(store, "2001:db8::7", [("bob", 128)])
+        await self.assert_ip_matches(store, "2001:db8::6", [])
+
+    async def test_most_specific_first(self) -> None:
+        """Accounts whose networks contain the address come longest prefix first."""
+        store = await self.store_with("wide", "narrow", "exact", "elsewhere")
+        await store.add_ip("wide", ip_network("10.0.0.0/8"))
+        await store.add_ip("exact", ip_network("10.1.2.3/32"))
+        await store.add_ip("narrow", ip_network("10.1.0.0/16"))
+        await store.add_ip("elsewhere", ip_network("10.2.0.0/16"))
+        await self.assert_ip_matches(store, "10.1.2.3", [("exact", 128), ("narrow", 112), ("wide", 104)])
+        await self.assert_ip_matches(store, "10.1.9.9", [("narrow", 112), ("wide", 104)])
+
+    async def test_account_listed_once_with_longest_prefix(self) -> None:
+        """An account with several matching networks appears once, with its most specific one."""
+        store = await self.store_with("alice")
+        await store.add_ip("alice", ip_network("10.0.0.0/8"))
+        await store.add_ip("alice", ip_network("10.1.0.0/16"))
+        await self.assert_ip_matches(store, "10.1.0.1", [("alice", 112)])
+
+    async def test_list_and_add_twice(self) -> None:
+        """Networks are listed in CIDR notation, IPv4 as IPv4; adding one twice stores it once."""
+        store = await self.store_with("alice")
+        for text in ("192.0.2.0/24", "2001:db8::/32", "192.0.2.0/24", "198.51.100.1/32"):
+            self.assertIsNone(await store.add_ip("alice", ip_network(text)))
+        self.assertEqual(sorted(await store.list_ips("alice")),
+                         sorted(["192.0.2.0/24", "198.51.100.1/32", "2001:db8::/32"]))
+
+    async def test_networks_belong_to_their_account(self) -> None:
+        """Each account lists only its own networks."""
+        store = await self.store_with("alice", "bob")
+        await store.add_ip("alice", ip_network("192.0.2.0/24"))
+        self.assertEqual(await store.list_ips("bob"), [])
+
+    async def test_remove_ip(self) -> None:
+        """Removing a network reports whether it was there and stops it matching."""
+        store = await self.store_with("alice")
+        await store.add_ip("alice", ip_network("10.0.0.0/8"))
+        await store.add_ip("alice", ip_network("10.0.0.0/16"))
+        self.assertTrue(await store.remove_ip("alice", ip_network("10.0.0.0/8")))
+        self.assertFalse(await store.remove_ip("alice", ip_network("10.0.0.0/8")))
+        self.assertEqual(await store.list_ips("alice"), ["10.0.0.0/16"])
+        await self.assert_ip_matches(store, "10.1.0.1", [])
+        await self.assert_ip_matches(store, "10.0.0.1", [("alice", 112)])
+
+    async def test_disabled_account_not_matched_by_ip(self) -> None:
+        """A disabled account authorises no address; enabling it restores its networks."""
+        store = await self.store_with("alice", "bob")
+        await store.add_ip("alice", ip_network("10.0.0.0/8"))
+        await store.add_ip("bob", ip_network("10.0.0.0/24"))
+        await store.set_disabled("bob", True)
+        await self.assert_ip_matches(store, "10.0.0.1", [("alice", 104)])
+        await store.set_disabled("bob", False)
+        await self.assert_ip_matches(store, "10.0.0.1", [("bob", 120), ("alice", 104)])
+
+    async def test_ip_lookup_carries_settings(self) -> None:
+        """Accounts found by address come with their settings."""
+        store = await self.store_with("alice")
+        await store.set_setting("alice", "restrict_from", True)
+        await store.add_ip("alice", ip_network("10.0.0.0/8"))
+        [(account, _)] = await store.accounts_for_ip(ip_address("10.0.0.1"))
+        self.assertTrue(account.settings.restrict_from)
+
+    # -- From addresses ----------------------------------------------------------------
+
+    async def assert_from_matches(self, store: IStore, address: str, expected: list[str]) -> None:
+        found = await store.accounts_for_from(address)
+        self.assertEqual([account.name for account in found], expected, address)
+
+    async def test_exact_from_address(self) -> None:
+        """An exact From address matches only itself, ignoring case."""
+        store = await self.store_with("alice")
+        await store.add_from("alice", "sales@example.com")
+        await self.assert_from_matches(store, "sales@example.com", ["alice"])
+        await self.assert_from_matches(store, "SALES@Example.COM", ["alice"])
+        await self.assert_from_matches(store, "support@example.com", [])
+        await self.assert_from_matches(store, "sales@example.org", [])
+
+    async def test_domain_from_address(self) -> None:
+        """C{@domain} authorises every address at that domain, not its subdomains."""
+        store = await self.store_with("alice")
+        await store.add_from("alice", "@example.com")
+        await self.assert_from_matches(store, "anyone@example.com", ["alice"])
+        await self.assert_from_matches(store, "Anyone@EXAMPLE.com", ["alice"])
+        await self.assert_from_matches(store, "anyone@sub.example.com", [])
+        await self.assert_from_matches(store, "anyone@example.org", [])
+
+    async def test_exact_before_domain(self) -> None:
+        """Accounts authorising the exact address come before those authorising its domain."""
+        store = await self.store_with("a-domain", "z-exact")
+        await store.add_from("a-domain", "@example.com")
+        await store.add_from("z-exact", "news@example.com")
+        await self.assert_from_matches(store, "news@example.com", ["z-exact", "a-domain"])
+
+    async def test_account_matched_once_by_from(self) -> None:
+        """An account authorising both the address and its domain appears once."""
+        store = await self.store_with("alice")
+        await store.add_from("alice", "@example.com")
+        await store.add_from("alice", "news@example.com")
+        await self.assert_from_matches(store, "news@example.com", ["alice"])
+
+    async def test_not_an_address(self) -> None:
+        """Text that is not local@domain (e.g. the null sender) matches nothing."""
+        store = await self.store_with("alice")
+        await store.add_from("alice", "@example.com")
+        for text in ("", "example.com", "@example.com", "user@"):
+            await self.assert_from_matches(store, text, [])
+
+    async def test_list_and_remove_from(self) -> None:
+        """From addresses are listed once each and removal reports whether one was there."""
+        store = await self.store_with("alice", "bob")
+        await store.add_from("alice", "sales@example.com")
+        await store.add_from("alice", "@example.org")
+        await store.add_from("alice", "@example.org")
+        self.assertEqual(sorted(await store.list_from("alice")), ["@example.org", "sales@example.com"])
+        self.assertEqual(await store.list_from("bob"), [])
+        self.assertTrue(await store.remove_from("alice", "SALES@example.com"))
+        self.assertFalse(await store.remove_from("alice", "sales@example.com"))
+        self.assertEqual(await store.list_from("alice"), ["@example.org"])
+        await self.assert_from_matches(store, "sales@example.com", [])
+
+    async def test_disabled_account_not_matched_by_from(self) -> None:
+        """A disabled account authorises no From address."""
+        store = await self.store_with("alice")
+        await store.add_from("alice", "@example.com")
+        await store.set_disabled("alice", True)
+        await self.assert_from_matches(store, "a@example.com", [])
+        await store.set_disabled("alice", False)
+        await self.assert_from_matches(store, "a@example.com", ["alice"])
+
+    async def test_from_lookup_returns_accounts(self) -> None:
+        """Accounts found by From address are whole Account values."""
+        store = await self.make_store()
+        added = await store.add_account("alice", "hash")
+        await store.add_from("alice", "@example.com")
+        found = await store.accounts_for_from("a@example.com")
+        self.assertEqual(found, [added])
+        self.assertIsInstance(found[0], Account)

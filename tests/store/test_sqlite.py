@@ -1,0 +1,168 @@
+"""The SQLite store: the shared store contract, plus migrations and file handling."""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+from ipaddress import ip_network
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from jangotw.interfaces import IStore
+from jangotw.store.schema import MIGRATIONS, SCHEMA_VERSION, _statements, migrate
+from jangotw.store.sqlite import SQLiteStore, open_sqlite_store
+
+from .contract import StoreContractMixin
+
+
+if TYPE_CHECKING:
+    _Base = TestCase
+else:
+    _Base = object
+
+
+class SQLiteFileMixin(_Base):
+    """Open SQLite stores in a temporary directory, closing them after the test."""
+
+    _db_path: str
+
+    async def open(self, path: str | None = None) -> SQLiteStore:
+        store = await open_sqlite_store(reactor, path or self.db_path())
+        self.addCleanup(store.close)
+        return store
+
+    def db_path(self) -> str:
+        if not hasattr(self, "_db_path"):
+            self._db_path = os.path.join(self.mktemp(), "data", "jangotw.sqlite3")
+        return self._db_path
+
+
+class SQLiteContractTests(SQLiteFileMixin, StoreContractMixin, TestCase):
+    """SQLiteStore keeps the store contract."""
+
+    def make_store(self) -> "Deferred[IStore]":
+        return Deferred.fromCoroutine(self.open())
+
+
+class SQLiteFileTests(SQLiteFileMixin, TestCase):
+    """What is particular to the SQLite file: creation, migrations, reopening, journal mode."""
+
+    async def user_version(self, store: SQLiteStore) -> int:
+        [(version,)] = await store.reader.runQuery("PRAGMA user_version")
+        return int(version)
+
+    async def test_creates_directory_and_schema(self) -> None:
+        """Opening a path in a missing directory creates it and the newest schema."""
+        store = await self.open()
+        self.assertTrue(os.path.exists(self.db_path()))
+        self.assertEqual(await self.user_version(store), SCHEMA_VERSION)
+        self.assertEqual(SCHEMA_VERSION, len(MIGRATIONS))
+
+    async def test_wal_and_pragmas(self) -> None:
+        """The file is in WAL mode; connections enforce foreign keys and wait for locks."""
+        store = await self.open()
+        [(mode,)] = await store.reader.runQuery("PRAGMA journal_mode")
+        [(keys,)] = await store.writer.runQuery("PRAGMA foreign_keys")
+        [(timeout,)] = await store.writer.runQuery("PRAGMA busy_timeout")
+        self.assertEqual((mode, keys, timeout), ("wal", 1, 5000))
+
+    async def test_reads_are_read_only(self) -> None:
+        """The read pool cannot change the database."""
+        store = await self.open()
+        error = await self.assertFailure(
+            store.reader.runOperation("DELETE FROM account"), Exception)
+        self.assertIn("readonly", str(error).replace(" ", "").lower())
+
+    async def test_reopen_keeps_data(self) -> None:
+        """Closing and reopening the file keeps accounts, networks, From addresses and settings."""
+        first = await self.open()
+        await first.add_account("alice", "hash")
+        await first.add_ip("alice", ip_network("10.0.0.0/8"))
+        await first.add_from("alice", "@example.com")
+        await first.set_setting("alice", "restrict_from", True)
+        await first.close()
+        second = await self.open()
+        account = await second.get_account("alice")
+        assert account is not None
+        self.assertEqual((account.password_hash, account.settings.restrict_from), ("hash", True))
+        self.assertEqual(await second.list_ips("alice"), ["10.0.0.0/8"])
+        self.assertEqual(await second.list_from("alice"), ["@example.com"])
+        self.assertEqual(await self.user_version(second), SCHEMA_VERSION)
+
+    async def test_simultaneous_first_opens(self) -> None:
+        """Two stores opening a new file at once (server and CLI) migrate it exactly once."""
+        stores = await gatherResults([Deferred.fromCoroutine(self.open()) for _ in range(2)])
+        await stores[0].add_account("alice", None)
+        self.assertEqual([a.name for a in await stores[1].list_accounts()], ["alice"])
+        self.assertEqual(await self.user_version(stores[1]), SCHEMA_VERSION)
+
+    async def test_migrations_applied_once(self) -> None:
+        """A later migration is applied once; running the migrations again changes nothing."""
+        store = await self.open()
+        await store.add_account("alice", None)
+        later = MIGRATIONS + ("ALTER TABLE account ADD COLUMN note TEXT NOT NULL DEFAULT '';",)
+        first = await store.writer.runInteraction(lambda txn: migrate(txn, later))
+        again = await store.writer.runInteraction(lambda txn: migrate(txn, later))
+        self.assertEqual(first, (SCHEMA_VERSION, SCHEMA_VERSION + 1))
+        self.assertEqual(again, (SCHEMA_VERSION + 1, SCHEMA_VERSION + 1))
+        self.assertEqual(await store.reader.runQuery("SELECT name, note FROM account"), [("alice", "")])
+
+    async def test_failed_migration_rolled_back(self) -> None:
+        """A migration that fails part-way leaves neither its changes nor a new version."""
+        store = await self.open()
+        broken = MIGRATIONS + ("CREATE TABLE half (x); CREATE TABLE account (x);",)
+        await self.assertFailure(store.writer.runInteraction(lambda txn: migrate(txn, broken)), Exception)
+        self.assertEqual(await self.user_version(store), SCHEMA_VERSION)
+        self.assertEqual(await store.reader.runQuery("SELECT name FROM sqlite_master WHERE name = 'half'"), [])
+
+    async def test_newer_schema_refused(self) -> None:
+        """A file written by a newer version is not opened."""
+        store = await self.open()
+        await store.writer.runOperation(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        await store.close()
+        error = await self.assertFailure(open_sqlite_store(reactor, self.db_path()), ValueError)
+        self.assertIn("newer", str(error))
+
+    async def test_closed_store_fails(self) -> None:
+        """Using a closed store fails at once instead of waiting forever on a stopped pool."""
+        store = await self.open()
+        await store.close()
+        await store.close()
+        await self.assertFailure(store.list_accounts(), RuntimeError)
+        await self.assertFailure(store.add_account("alice", None), RuntimeError)
+
+    async def test_unusable_path(self) -> None:
+        """A path under a regular file fails to open, leaving no threads behind."""
+        blocker = self.mktemp()
+        with open(blocker, "w"):
+            pass
+        await self.assertFailure(open_sqlite_store(reactor, os.path.join(blocker, "db.sqlite3")), OSError)
+
+
+class StatementSplitTests(SynchronousTestCase):
+    """Migration scripts are split into statements so they run inside one transaction."""
+
+    def test_split(self) -> None:
+        """Statements end at semicolons outside strings; comments stay with their statement."""
+        script = "-- a table\nCREATE TABLE a (x TEXT DEFAULT ';');\nCREATE INDEX b ON a (x);\n-- end\n"
+        self.assertEqual(_statements(script),
+                         ["-- a table\nCREATE TABLE a (x TEXT DEFAULT ';');", "CREATE INDEX b ON a (x);"])
+
+    def test_incomplete(self) -> None:
+        """A script ending in an unfinished statement is a programming error."""
+        self.assertRaises(ValueError, _statements, "CREATE TABLE a (x);\nCREATE TABLE b (y)\n")
+
+    def test_every_migration_splits(self) -> None:
+        """The shipped migrations are complete statements."""
+        for script in MIGRATIONS:
+            self.assertTrue(_statements(script))
+
+
+class FilePermissionTests(TestCase):
+    async def test_database_readable_only_by_owner(self) -> None:
+        """The database holds password hashes: a new one is created mode 0600."""
+        path = os.path.join(self.mktemp(), "jangotw.sqlite3")
+        store = await open_sqlite_store(reactor, path)
+        self.addCleanup(store.close)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
