@@ -111,7 +111,7 @@ class AccountAdminTests(TestCase):
         deferreds: list[Deferred[Any]] = [
             admin.show_account("ghost"), admin.disable("ghost"), admin.enable("ghost"),
             admin.set_password("ghost", STRONG), admin.set_setting("ghost", "restrict_from", "true"),
-            admin.add_ip("ghost", "10.0.0.0/8"), admin.remove_ip("ghost", "10.0.0.0/8"),
+            admin.add_ip("ghost", "198.51.0.0/16"), admin.remove_ip("ghost", "198.51.0.0/16"),
             admin.list_ips("ghost"), admin.add_from("ghost", "@example.com"),
             admin.remove_from("ghost", "@example.com"), admin.list_from("ghost"),
         ]
@@ -170,18 +170,18 @@ class AccountAdminTests(TestCase):
         await admin.add_account("alice", None)
         self.assertEqual(await admin.add_ip("alice", " 192.0.2.7 "), {"account": "alice", "network": "192.0.2.7/32"})
         await admin.add_ip("alice", "2001:DB8::/32")
-        await admin.add_ip("alice", "::ffff:10.0.0.0/104")
-        self.assertEqual(sorted(await admin.list_ips("alice")), ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"])
-        await admin.remove_ip("alice", "10.0.0.0/8")
-        self.assertIn("no authorised network 10.0.0.0/8",
-                      await self.refused(admin.remove_ip("alice", "10.0.0.0/8")))
+        await admin.add_ip("alice", "::ffff:198.51.0.0/112")
+        self.assertEqual(sorted(await admin.list_ips("alice")), ["192.0.2.7/32", "198.51.0.0/16", "2001:db8::/32"])
+        await admin.remove_ip("alice", "198.51.0.0/16")
+        self.assertIn("no authorised network 198.51.0.0/16",
+                      await self.refused(admin.remove_ip("alice", "198.51.0.0/16")))
 
     async def test_bad_ips_refused(self) -> None:
         """Invalid text and ranges with host bits set are refused before the store is touched."""
         admin = await self.admin()
         await admin.add_account("alice", None)
-        self.assertIn("invalid address or CIDR range", await self.refused(admin.add_ip("alice", "10.0.0.0/33")))
-        self.assertIn("the network is 10.0.0.0/8", await self.refused(admin.add_ip("alice", "10.0.0.1/8")))
+        self.assertIn("invalid address or CIDR range", await self.refused(admin.add_ip("alice", "198.51.0.0/33")))
+        self.assertIn("the network is 198.51.0.0/16", await self.refused(admin.add_ip("alice", "198.51.0.1/16")))
         self.assertEqual(await admin.list_ips("alice"), [])
 
     async def test_from(self) -> None:
@@ -212,22 +212,22 @@ class ParsingTests(SynchronousTestCase):
     def test_networks(self) -> None:
         """Addresses become /32 or /128 networks; mapped IPv6 ranges become IPv4."""
         self.assertEqual(parse_network("192.0.2.1"), IPv4Network("192.0.2.1/32"))
-        self.assertEqual(parse_network("10.0.0.0/8"), IPv4Network("10.0.0.0/8"))
+        self.assertEqual(parse_network("198.51.0.0/16"), IPv4Network("198.51.0.0/16"))
         self.assertEqual(parse_network("2001:db8::1"), IPv6Network("2001:db8::1/128"))
         self.assertEqual(parse_network("::ffff:192.0.2.0/120"), IPv4Network("192.0.2.0/24"))
         self.assertEqual(parse_network("::/0"), IPv6Network("::/0"))
 
     def test_host_bits(self) -> None:
         """A range with host bits set names the network and the single address."""
-        error = self.assertRaises(InputError, parse_network, "10.0.0.1/8")
-        self.assertEqual(str(error), "10.0.0.1/8 has host bits set: the network is 10.0.0.0/8, "
-                                     "and the single address is 10.0.0.1")
+        error = self.assertRaises(InputError, parse_network, "198.51.0.1/16")
+        self.assertEqual(str(error), "198.51.0.1/16 has host bits set: the network is 198.51.0.0/16, "
+                                     "and the single address is 198.51.0.1")
         error = self.assertRaises(InputError, parse_network, "2001:db8::1/32")
         self.assertIn("the network is 2001:db8::/32", str(error))
 
     def test_invalid_networks(self) -> None:
         """Text that is no address or range is refused, quoting it."""
-        for bad in ("", "10.0.0", "10.0.0.0/33", "example.com", "fe80::1%eth0", "10.0.0.0/8/8"):
+        for bad in ("", "198.51.0", "198.51.0.0/33", "example.com", "fe80::1%eth0", "198.51.0.0/16/8"):
             error = self.assertRaises(InputError, parse_network, bad)
             self.assertTrue(str(error).startswith("invalid address or CIDR range: "), str(error))
 

@@ -170,8 +170,8 @@ class CommandLineTests(TestCase):
     async def test_host_bits_set(self) -> None:
         """A range with host bits set exits 1 naming the network that was probably meant."""
         await self.add_alice()
-        err = await self.refused("ip", "add", "alice", "10.1.2.3/8")
-        self.assertIn("the network is 10.0.0.0/8", err)
+        err = await self.refused("ip", "add", "alice", "198.51.2.3/16")
+        self.assertIn("the network is 198.51.0.0/16", err)
         self.assertEqual(await self.ok_json("ip", "list", "alice"), [])
 
     # From addresses
