@@ -4,13 +4,17 @@ from __future__ import annotations
 import os
 import re
 import smtplib
+import socket
 import ssl
 import sys
+from ipaddress import ip_network
 from typing import Any, Callable, TypeVar
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from jangotw.admin.certificate import write_self_signed
@@ -77,7 +81,7 @@ class ServerTestCase(TestCase):
     async def start(self, config: Config | None = None) -> RelayService:
         service = RelayService(config or self.config(), reactor)
         service.startService()
-        self.addCleanup(service.stopService)
+        self.addCleanup(lambda: service.stopService() if service.running else None)
         await service.ready
         self.service = service
         self.smtp_port = service.listening(f"smtp:{service.config.smtp.listen[0]}").getHost().port
@@ -93,6 +97,99 @@ class ServerTestCase(TestCase):
     def smtps(self) -> smtplib.SMTP_SSL:
         return smtplib.SMTP_SSL("127.0.0.1", self.smtps_port, local_hostname="client.test",
                                 context=client_tls(), timeout=30)
+
+    def connect(self, port: int | None = None) -> "RawSMTP":
+        """A raw socket to the STARTTLS listener (or C{port}); call it in a thread."""
+        return RawSMTP(port or self.smtp_port)
+
+    async def ip_account(self, name: str = "shop", network: str = "127.0.0.0/8") -> None:
+        """An account that every loopback client relays as (IP authorisation)."""
+        assert self.service.store is not None
+        await self.service.store.add_account(name, None)
+        await self.service.store.add_ip(name, ip_network(network))
+
+
+def queue_id(reply: bytes | str) -> str:
+    """The queue id in a C{250 2.0.0 Ok: queued as <id>} reply (code stripped or not)."""
+    text = reply.decode("ascii") if isinstance(reply, bytes) else reply
+    found = _QUEUED.search(text)
+    if found is None:
+        raise AssertionError(f"not a queued reply: {text!r}")
+    return found.group(1)
+
+
+_QUEUED = re.compile(r"2\.0\.0 Ok: queued as ([0-9A-Z]{16,20})\b")
+
+
+def transaction(client: smtplib.SMTP, sender: str, recipients: list[str], message: bytes) -> str:
+    """MAIL, RCPT, DATA on an open smtplib client; the queue id from the final 250."""
+    code, text = client.mail(sender)
+    assert code == 250, (code, text)
+    for recipient in recipients:
+        code, text = client.rcpt(recipient)
+        assert code == 250, (code, text)
+    code, text = client.data(message)
+    assert code == 250, (code, text)
+    return queue_id(text)
+
+
+class RawSMTP:
+    """A blocking SMTP client that sends exactly the bytes it is given, for protocol abuse.
+
+    Replies are read whole (every line of a multi-line reply) and returned
+    without their final CRLF, lines joined by "\\n". Use it in a thread.
+    """
+
+    def __init__(self, port: int, timeout: float = 20) -> None:
+        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self._buffer = b""
+
+    def __enter__(self) -> "RawSMTP":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def command(self, line: str) -> str:
+        """Send one command line (CRLF added) and read its reply."""
+        self.send(line.encode("utf-8") + b"\r\n")
+        return self.reply()
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self._buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError(f"connection closed with {self._buffer!r} unread")
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\r\n")
+        return line
+
+    def reply(self) -> str:
+        """The next complete reply; EOFError if the server closed first."""
+        lines = [self._line()]
+        while lines[-1][3:4] == b"-":
+            lines.append(self._line())
+        return b"\n".join(lines).decode("utf-8")
+
+    def rest(self) -> bytes:
+        """Everything the server sends until it closes the connection."""
+        data, self._buffer = self._buffer, b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+    def starttls(self, context: ssl.SSLContext) -> None:
+        """Handshake on the same socket (after the 220 to STARTTLS, or at once for implicit TLS)."""
+        assert not self._buffer, f"plaintext left unread before TLS: {self._buffer!r}"
+        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
 
 
 _LISTENING = re.compile(r"listening on (\S+) at .*port=(\d+)")
@@ -113,6 +210,7 @@ class TwistdProcess:
 
         ready: Deferred[dict[str, int]] = Deferred()
         self.ended: Deferred[int] = Deferred()
+        self.exit_code: int | None = None
         process = self
 
         class Output(ProcessProtocol):
@@ -131,11 +229,14 @@ class TwistdProcess:
 
             def processEnded(self, reason: Any) -> None:
                 code = reason.value.exitCode if reason.value.exitCode is not None else -(reason.value.signal or 0)
+                process.exit_code = code
                 if not ready.called:
                     ready.errback(RuntimeError(f"twistd exited ({code}) before listening; see {process.log_path}"))
                 process.ended.callback(code)
 
-        argv = [sys.executable, "-m", "twisted", "-n", "--pidfile=", "jangomail", "--config", self.config_path]
+        # "python -m twisted" is twist(1), which knows no -n: run twistd itself.
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile=", "jangomail", "--config", self.config_path]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         self.transport = reactor.spawnProcess(Output(), sys.executable, argv, env=env)
         return ready
@@ -147,3 +248,58 @@ class TwistdProcess:
     def kill(self, signal_name: str = "KILL") -> "Deferred[int]":
         self.transport.signalProcess(signal_name)
         return self.ended
+
+    def stop(self) -> "Deferred[object]":
+        """Kill the process unless it has already ended (for addCleanup)."""
+        if self.transport is None or self.exit_code is not None:
+            return succeed(None)
+        try:
+            self.transport.signalProcess("KILL")
+        except ProcessExitedAlready:
+            pass
+        return self.ended  # type: ignore[return-value]
+
+    def status(self) -> dict[str, int]:
+        """The memory lines of /proc/<pid>/status (VmRSS, VmHWM, ...), in kB."""
+        with open(f"/proc/{self.pid}/status") as handle:
+            return {name: int(value.split()[0]) for name, _, value in
+                    (line.partition(":") for line in handle) if name.startswith("Vm")}
+
+
+class ProcessTestCase(TestCase):
+    """Runs C{twistd -n jangomail} as a child process with a TOML configuration file."""
+
+    timeout = 120
+
+    async def start_twistd(self, **sections: dict[str, Any]) -> TwistdProcess:
+        """Write the configuration, create account C{shop} (IP 127.0.0.0/8) with the admin
+        CLI, start twistd and wait until both listeners listen."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.data_dir = os.path.join(directory, "data")
+        self.config_path = os.path.join(directory, "jangomail.toml")
+        document = config_document(self.data_dir, certificate(os.path.abspath("certs")), **sections)
+        with open(self.config_path, "w") as handle:
+            handle.write(toml(document))
+        self.config = parse_config(document)
+        await self.admin("account", "add", "shop", "--no-password")
+        await self.admin("ip", "add", "shop", "127.0.0.0/8")
+        process = TwistdProcess(self.config_path, os.path.join(directory, "twistd.log"))
+        self.addCleanup(process.stop)
+        ports = await process.start()
+        self.smtp_port = ports[f"smtp:{self.config.smtp.listen[0]}"]
+        return process
+
+    async def admin(self, *argv: str) -> str:
+        """Run C{jangomail-admin --config <ours> ARGV...}; fails the test unless it exits 0."""
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "jangotw.admin.cli", "--config", self.config_path, *argv],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        self.assertEqual(code, 0, f"jangomail-admin {' '.join(argv)}: {out!r} {err!r}")
+        return out.decode("utf-8")
+
+    def in_thread(self, function: Callable[..., T], *args: Any) -> "Deferred[T]":
+        return deferToThread(function, *args)
+
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, local_hostname="client.test", timeout=60)

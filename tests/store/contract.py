@@ -122,7 +122,7 @@ class StoreContractMixin(_Base):
     async def test_unknown_account_refused(self) -> None:
         """Every change naming an account that does not exist fails with InputError."""
         store = await self.store_with("alice")
-        network = ip_network("10.0.0.0/8")
+        network = ip_network("100.0.0.0/8")
         for deferred in [
             store.set_disabled("bob", True),
             store.set_password_hash("bob", "x"),
@@ -179,8 +179,8 @@ class StoreContractMixin(_Base):
     async def test_ipv4_network(self) -> None:
         """An IPv4 network matches its first to last address, with prefix length n+96."""
         store = await self.store_with("alice")
-        await store.add_ip("alice", ip_network("10.0.0.0/8"))
-        for inside in ("10.0.0.0", "10.1.2.3", "10.255.255.255", "::ffff:10.9.9.9"):
+        await store.add_ip("alice", ip_network("100.0.0.0/8"))
+        for inside in ("100.0.0.0", "100.1.2.3", "100.255.255.255", "::ffff:100.9.9.9"):
             await self.assert_ip_matches(store, inside, [("alice", 104)])
         for outside in ("9.255.255.255", "11.0.0.0", "::a01:203", "2001:db8::1"):
             await self.assert_ip_matches(store, outside, [])
@@ -191,7 +191,7 @@ class StoreContractMixin(_Base):
         await store.add_ip("alice", ip_network("2001:db8::/32"))
         for inside in ("2001:db8::", "2001:db8::1", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"):
             await self.assert_ip_matches(store, inside, [("alice", 32)])
-        for outside in ("2001:db7:ffff::1", "2001:db9::", "10.0.0.1"):
+        for outside in ("2001:db7:ffff::1", "2001:db9::", "100.0.0.1"):
             await self.assert_ip_matches(store, outside, [])
 
     async def test_single_address(self) -> None:
@@ -207,19 +207,19 @@ class StoreContractMixin(_Base):
     async def test_most_specific_first(self) -> None:
         """Accounts whose networks contain the address come longest prefix first."""
         store = await self.store_with("wide", "narrow", "exact", "elsewhere")
-        await store.add_ip("wide", ip_network("10.0.0.0/8"))
-        await store.add_ip("exact", ip_network("10.1.2.3/32"))
-        await store.add_ip("narrow", ip_network("10.1.0.0/16"))
-        await store.add_ip("elsewhere", ip_network("10.2.0.0/16"))
-        await self.assert_ip_matches(store, "10.1.2.3", [("exact", 128), ("narrow", 112), ("wide", 104)])
-        await self.assert_ip_matches(store, "10.1.9.9", [("narrow", 112), ("wide", 104)])
+        await store.add_ip("wide", ip_network("100.0.0.0/8"))
+        await store.add_ip("exact", ip_network("100.1.2.3/32"))
+        await store.add_ip("narrow", ip_network("100.1.0.0/16"))
+        await store.add_ip("elsewhere", ip_network("100.2.0.0/16"))
+        await self.assert_ip_matches(store, "100.1.2.3", [("exact", 128), ("narrow", 112), ("wide", 104)])
+        await self.assert_ip_matches(store, "100.1.9.9", [("narrow", 112), ("wide", 104)])
 
     async def test_account_listed_once_with_longest_prefix(self) -> None:
         """An account with several matching networks appears once, with its most specific one."""
         store = await self.store_with("alice")
-        await store.add_ip("alice", ip_network("10.0.0.0/8"))
-        await store.add_ip("alice", ip_network("10.1.0.0/16"))
-        await self.assert_ip_matches(store, "10.1.0.1", [("alice", 112)])
+        await store.add_ip("alice", ip_network("100.0.0.0/8"))
+        await store.add_ip("alice", ip_network("100.1.0.0/16"))
+        await self.assert_ip_matches(store, "100.1.0.1", [("alice", 112)])
 
     async def test_list_and_add_twice(self) -> None:
         """Networks are listed in CIDR notation, IPv4 as IPv4; adding one twice stores it once."""
@@ -238,30 +238,30 @@ class StoreContractMixin(_Base):
     async def test_remove_ip(self) -> None:
         """Removing a network reports whether it was there and stops it matching."""
         store = await self.store_with("alice")
-        await store.add_ip("alice", ip_network("10.0.0.0/8"))
-        await store.add_ip("alice", ip_network("10.0.0.0/16"))
-        self.assertTrue(await store.remove_ip("alice", ip_network("10.0.0.0/8")))
-        self.assertFalse(await store.remove_ip("alice", ip_network("10.0.0.0/8")))
-        self.assertEqual(await store.list_ips("alice"), ["10.0.0.0/16"])
-        await self.assert_ip_matches(store, "10.1.0.1", [])
-        await self.assert_ip_matches(store, "10.0.0.1", [("alice", 112)])
+        await store.add_ip("alice", ip_network("100.0.0.0/8"))
+        await store.add_ip("alice", ip_network("100.0.0.0/16"))
+        self.assertTrue(await store.remove_ip("alice", ip_network("100.0.0.0/8")))
+        self.assertFalse(await store.remove_ip("alice", ip_network("100.0.0.0/8")))
+        self.assertEqual(await store.list_ips("alice"), ["100.0.0.0/16"])
+        await self.assert_ip_matches(store, "100.1.0.1", [])
+        await self.assert_ip_matches(store, "100.0.0.1", [("alice", 112)])
 
     async def test_disabled_account_not_matched_by_ip(self) -> None:
         """A disabled account authorises no address; enabling it restores its networks."""
         store = await self.store_with("alice", "bob")
-        await store.add_ip("alice", ip_network("10.0.0.0/8"))
-        await store.add_ip("bob", ip_network("10.0.0.0/24"))
+        await store.add_ip("alice", ip_network("100.0.0.0/8"))
+        await store.add_ip("bob", ip_network("100.0.0.0/24"))
         await store.set_disabled("bob", True)
-        await self.assert_ip_matches(store, "10.0.0.1", [("alice", 104)])
+        await self.assert_ip_matches(store, "100.0.0.1", [("alice", 104)])
         await store.set_disabled("bob", False)
-        await self.assert_ip_matches(store, "10.0.0.1", [("bob", 120), ("alice", 104)])
+        await self.assert_ip_matches(store, "100.0.0.1", [("bob", 120), ("alice", 104)])
 
     async def test_ip_lookup_carries_settings(self) -> None:
         """Accounts found by address come with their settings."""
         store = await self.store_with("alice")
         await store.set_setting("alice", "restrict_from", True)
-        await store.add_ip("alice", ip_network("10.0.0.0/8"))
-        [(account, _)] = await store.accounts_for_ip(ip_address("10.0.0.1"))
+        await store.add_ip("alice", ip_network("100.0.0.0/8"))
+        [(account, _)] = await store.accounts_for_ip(ip_address("100.0.0.1"))
         self.assertTrue(account.settings.restrict_from)
 
     # -- From addresses ----------------------------------------------------------------

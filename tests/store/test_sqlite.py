@@ -78,7 +78,7 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
         """Closing and reopening the file keeps accounts, networks, From addresses and settings."""
         first = await self.open()
         await first.add_account("alice", "hash")
-        await first.add_ip("alice", ip_network("10.0.0.0/8"))
+        await first.add_ip("alice", ip_network("100.0.0.0/8"))
         await first.add_from("alice", "@example.com")
         await first.set_setting("alice", "restrict_from", True)
         await first.close()
@@ -86,7 +86,7 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
         account = await second.get_account("alice")
         assert account is not None
         self.assertEqual((account.password_hash, account.settings.restrict_from), ("hash", True))
-        self.assertEqual(await second.list_ips("alice"), ["10.0.0.0/8"])
+        self.assertEqual(await second.list_ips("alice"), ["100.0.0.0/8"])
         self.assertEqual(await second.list_from("alice"), ["@example.com"])
         self.assertEqual(await self.user_version(second), SCHEMA_VERSION)
 
