@@ -128,6 +128,14 @@ class DeliveryConfig:
                                             "system resolver.", _host_ports)
     bounce_domain: str = _key("", "Domain of VERP return paths; bounces to it are accepted "
                                   "without relay authorisation.")
+    max_active: int = _key(200, "Delivery attempts in progress at once, in total.", _at_least(1))
+    max_per_destination: int = _key(20, "Delivery attempts in progress at once to one destination "
+                                        "domain (or to relay_host).", _at_least(1))
+    retry_base: int = _key(60, "Seconds before the first retry after a temporary failure; each "
+                               "further retry waits twice as long.", _at_least(1))
+    retry_max: int = _key(3600, "Longest wait between retries, in seconds.", _at_least(1))
+    max_queue_lifetime: int = _key(432000, "Seconds a message may stay queued (default 5 days) "
+                                           "before its undelivered recipients fail.", _at_least(60))
 
 
 @frozen

@@ -10,20 +10,24 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
     from twisted.internet.defer import Deferred
 
-    from .model import Account, SpoolRecord
+    from .model import Account, OutboundMessage, RecipientResult, SpoolRecord, Suppression
 
 __all__ = [
     "IAccountStore",
     "IAuthorisationStore",
+    "ISuppressionStore",
+    "ISendLog",
     "IStore",
     "ISpool",
     "ISpoolFile",
     "IClientAddress",
     "IFromAddress",
+    "IDeliverer",
 ]
 
 
@@ -83,7 +87,44 @@ class IAuthorisationStore(Interface):
         """Enabled accounts that authorise C{address}, exactly or through its domain."""
 
 
-class IStore(IAccountStore, IAuthorisationStore):
+class ISuppressionStore(Interface):
+    """Per-account suppression lists ("bounce", "unsubscribe"): addresses never delivered to.
+
+    An entry is an address (matched case-insensitively) or a whole domain written
+    C{@example.com}. Methods naming an unknown account fail with InputError.
+    """
+
+    def suppress(account: str, list_name: str, address: str, reason: str) -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Add an entry (its reason and time recorded); fires with whether it is new.
+        Adding again keeps the first time and replaces the reason."""
+
+    def unsuppress(account: str, list_name: str, address: str) -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Remove an entry; fires with whether it was there."""
+
+    def suppressed(account: str, list_name: str, addresses: "Sequence[str]") -> "Deferred[set[str]]":  # type: ignore[empty-body]
+        """Which of C{addresses} (as given) are on the list, directly or by domain."""
+
+    def list_suppressed(account: str, list_name: str) -> "Deferred[list[Suppression]]":  # type: ignore[empty-body]
+        """Every entry of the list, by address."""
+
+    def count_soft_bounce(account: str, address: str) -> "Deferred[int]":  # type: ignore[empty-body]
+        """Count one more soft bounce for an address; fires with the consecutive count."""
+
+    def clear_soft_bounces(account: str, address: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """A delivery succeeded: the consecutive soft-bounce count starts again."""
+
+
+class ISendLog(Interface):
+    """Which account sent which message to whom: maps VERP bounce tokens back to recipients."""
+
+    def record_send(message_id: str, account: str, recipients: "Sequence[str]", at: float) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Remember a message's recipients by their index in C{recipients}."""
+
+    def find_send(message_id: str, index: int) -> "Deferred[tuple[str, str] | None]":  # type: ignore[empty-body]
+        """(account, recipient) for a message id and recipient index, or None."""
+
+
+class IStore(IAccountStore, IAuthorisationStore, ISuppressionStore, ISendLog):
     """A complete state store, with a lifecycle."""
 
     def close() -> "Deferred[None]":  # type: ignore[empty-body]
@@ -132,3 +173,12 @@ class IFromAddress(Interface):
 
     address = Attribute("The address, lower-cased domain.")
     username = Attribute("Account named by an X-SMTPUsername header, or None.")
+
+
+class IDeliverer(Interface):
+    """Hands a message to the next hop (the recipients' mail exchangers or a smarthost)."""
+
+    def deliver(message: "OutboundMessage") -> "Deferred[list[RecipientResult]]":  # type: ignore[empty-body]
+        """Attempt delivery to every recipient of C{message} (all of one destination domain,
+        or anything when a smarthost is configured). Never fails: DNS, connection, TLS and
+        protocol problems become per-recipient DEFERRED or FAILED results."""

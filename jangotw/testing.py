@@ -5,12 +5,16 @@ in memory, so protocol tests run synchronously on StringTransport and Clock.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import argon2
 import attrs
 from attrs import define, field
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .auth.checkers import ClientAddressChecker, FromAddressChecker, PasswordChecker
@@ -18,10 +22,18 @@ from .auth.passwords import PasswordHasher
 from .auth.realm import AccountRealm
 from .auth.throttle import FailureThrottle
 from .ingress.gate import Gate
-from .interfaces import ISpool, ISpoolFile, IStore
-from .model import SpoolRecord
+from .interfaces import IDeliverer, ISpool, ISpoolFile, IStore
+from .model import OutboundMessage, RecipientResult, RecipientStatus, SpoolRecord
 
-__all__ = ["MemorySpool", "MemorySpoolFile", "fast_hasher", "memory_gate"]
+__all__ = [
+    "MemorySpool",
+    "MemorySpoolFile",
+    "fast_hasher",
+    "memory_gate",
+    "SynchronousThreadPool",
+    "ClockWithThreads",
+    "ScriptedDeliverer",
+]
 
 
 @implementer(ISpoolFile)
@@ -84,3 +96,53 @@ def memory_gate(store: IStore, clock: IReactorTime, hasher: PasswordHasher, **do
     local = frozenset(domains.pop("local_domains", "").split())
     return Gate(portal=portal, accounts=store, authorisations=store,
                 throttle=FailureThrottle(clock, limit=3, window=300), local_domains=local, **domains)
+
+
+class SynchronousThreadPool:
+    """Runs "threaded" work at once, so code using deferToThreadPool can be tested on a Clock."""
+
+    def callInThreadWithCallback(self, onResult: Callable[[bool, object], None], function: Callable[..., object],
+                                 *args: object, **kwargs: object) -> None:
+        try:
+            result = function(*args, **kwargs)
+        except BaseException:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+
+class ClockWithThreads(Clock):
+    """A Clock that also delivers results from (synchronous) thread pools."""
+
+    def callFromThread(self, function: Callable[..., object], *args: object, **kwargs: object) -> None:
+        function(*args, **kwargs)
+
+
+@implementer(IDeliverer)
+@define
+class ScriptedDeliverer:
+    """Answers each recipient from a script: recipient -> list of outcomes, one per attempt
+    ("250", "451 4.2.0 try later", "550 5.1.1 no such user"); unscripted recipients are delivered."""
+
+    script: dict[str, list[str]] = field(factory=dict)
+    calls: list[OutboundMessage] = field(factory=list)
+    pending: list[Deferred[list[RecipientResult]]] = field(factory=list)
+    hold: bool = False  # True: results wait in C{pending} until a test fires them
+
+    def deliver(self, message: OutboundMessage) -> "Deferred[list[RecipientResult]]":
+        self.calls.append(message)
+        results = [self._result(recipient) for recipient in message.recipients]
+        if not self.hold:
+            return succeed(results)
+        waiting: Deferred[list[RecipientResult]] = Deferred()
+        waiting.addCallback(lambda _: results)
+        self.pending.append(waiting)
+        return waiting
+
+    def _result(self, recipient: str) -> RecipientResult:
+        outcomes = self.script.get(recipient) or ["250 2.0.0 ok"]
+        reply = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
+        code, _, rest = reply.partition(" ")
+        enhanced, _, text = rest.partition(" ")
+        status = {"2": RecipientStatus.DELIVERED, "4": RecipientStatus.DEFERRED}.get(code[0], RecipientStatus.FAILED)
+        return RecipientResult(recipient, status, int(code), enhanced, text, remote="mx.test [127.0.0.1]:25")

@@ -35,7 +35,12 @@ from ..auth.passwords import PasswordHasher, check_strength
 from ..config import Config, load_config
 from ..errors import ConfigError, InputError
 from ..store.opening import open_store
+from ..queue.control import ControlRequests
+from ..queue.state import RetryPolicy
+from ..spool.journal import DeliveryJournal
+from ..spool.layout import Layout
 from .accounts import AccountAdmin
+from .queue import QueueAdmin
 
 __all__ = ["main", "build_parser", "PROG", "DEFAULT_CONFIG", "CONFIG_ENV"]
 
@@ -44,8 +49,16 @@ DEFAULT_CONFIG = "/etc/jangotw/jangomail.toml"
 CONFIG_ENV = "JANGOMAIL_CONFIG"
 EXIT_INPUT = 1
 
-Call = Callable[[AccountAdmin, argparse.Namespace], "Deferred[Any]"]
+Call = Callable[["Admin", argparse.Namespace], "Deferred[Any]"]
 Render = Callable[[Any], str]
+
+
+@frozen
+class Admin:
+    """The service layers a command may call."""
+
+    accounts: AccountAdmin
+    queue: QueueAdmin
 
 
 @frozen
@@ -103,6 +116,27 @@ def _render_show(account: Mapping[str, Any]) -> str:
     ])
 
 
+def _render_queue(messages: Sequence[Mapping[str, Any]]) -> str:
+    if not messages:
+        return "the queue is empty"
+    return _lines([f"{m['id']}  {m['received']}  {m['account'] or '-'}  <{m['sender']}>  "
+                   f"{m['waiting']}/{m['recipients']} waiting  next: {m['next_attempt'] or '-'}"
+                   + (f"\n    last reply: {m['last_reply']}" if m["last_reply"] else "") for m in messages])
+
+
+def _render_message(message: Mapping[str, Any]) -> str:
+    lines = [f"{key}: {message[key]}" for key in
+             ("id", "received", "account", "sender", "size", "client_ip", "auth_method", "tls")]
+    lines.append("recipients:")
+    for r in message["recipient_states"]:
+        lines.append(f"  {r['address']}: {r['status']}"
+                     + (f" after {r['deferrals']} deferral(s)" if r["deferrals"] else "")
+                     + (f"; next attempt {r['next_attempt']}" if r["next_attempt"] else ""))
+        if r["last_reply"]:
+            lines.append(f"    {r['remote'] or 'reply'}: {r['last_reply']}")
+    return _lines(lines)
+
+
 def _said(template: str) -> Render:
     return lambda answer: template.format_map(answer)
 
@@ -113,13 +147,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The argument parser; each leaf command's namespace carries its L{_Command} as C{command}."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Manage jangotw accounts: passwords, settings, and the client networks\n"
-                    "and From addresses that authorise relaying.",
+        description="Manage jangotw: accounts (passwords, settings, and the client networks\n"
+                    "and From addresses that authorise relaying), the delivery queue and Bounce lists.",
         epilog="examples:\n"
                "  printf '%s\\n' \"$PASSWORD\" | jangomail-admin account add alice --password-stdin\n"
                "  jangomail-admin ip add alice 192.0.2.0/24\n"
                "  jangomail-admin from add alice @example.com\n"
-               "  jangomail-admin --json account show alice",
+               "  jangomail-admin --json account show alice\n"
+               "  jangomail-admin queue list --account alice",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE", default=environ.get(CONFIG_ENV) or DEFAULT_CONFIG,
@@ -147,46 +182,67 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     accounts = group("account", "create, inspect and change accounts")
     add = leaf(accounts, "add", "create an account", render=_said("added account {name}"),
-               call=lambda admin, args: admin.add_account(args.name, args.password),
+               call=lambda admin, args: admin.accounts.add_account(args.name, args.password),
                arguments=[name], needs_password=True)
     how = add.add_mutually_exclusive_group()
     how.add_argument("--password-stdin", action="store_true", help="read the password from the first line of standard input")
     how.add_argument("--no-password", action="store_true",
                      help="create the account without a password: it is authorised only by client IP or From address")
     leaf(accounts, "list", "list every account", render=_render_list,
-         call=lambda admin, args: admin.list_accounts())
+         call=lambda admin, args: admin.accounts.list_accounts())
     leaf(accounts, "show", "show an account with its settings, networks and From addresses", render=_render_show,
-         call=lambda admin, args: admin.show_account(args.name), arguments=[name])
+         call=lambda admin, args: admin.accounts.show_account(args.name), arguments=[name])
     leaf(accounts, "disable", "stop an account from authenticating and relaying",
-         render=_said("disabled account {name}"), call=lambda admin, args: admin.disable(args.name), arguments=[name])
+         render=_said("disabled account {name}"), call=lambda admin, args: admin.accounts.disable(args.name), arguments=[name])
     leaf(accounts, "enable", "let a disabled account relay again",
-         render=_said("enabled account {name}"), call=lambda admin, args: admin.enable(args.name), arguments=[name])
+         render=_said("enabled account {name}"), call=lambda admin, args: admin.accounts.enable(args.name), arguments=[name])
     leaf(accounts, "set", "change one account setting (restrict_from: true/false; manager_email: an address)",
          render=lambda answer: f"{answer['account']}: {answer['setting']} = {_value(answer['value'])}",
-         call=lambda admin, args: admin.set_setting(args.name, args.key, args.value),
+         call=lambda admin, args: admin.accounts.set_setting(args.name, args.key, args.value),
          arguments=[name, ("key", "setting name"), ("value", "new value")])
     passwd = leaf(accounts, "passwd", "change an account's password", render=_said("changed the password of {name}"),
-                  call=lambda admin, args: admin.set_password(args.name, args.password),
+                  call=lambda admin, args: admin.accounts.set_password(args.name, args.password),
                   arguments=[name], needs_password=True)
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from the first line of standard input")
 
     ips = group("ip", "client networks whose connections relay as an account")
     network = ("network", "an address (a /32 or /128) or a CIDR range such as 192.0.2.0/24")
     leaf(ips, "add", "authorise a network", render=_said("authorised {network} for {account}"),
-         call=lambda admin, args: admin.add_ip(args.account, args.network), arguments=[account, network])
+         call=lambda admin, args: admin.accounts.add_ip(args.account, args.network), arguments=[account, network])
     leaf(ips, "remove", "remove an authorised network", render=_said("removed {network} from {account}"),
-         call=lambda admin, args: admin.remove_ip(args.account, args.network), arguments=[account, network])
+         call=lambda admin, args: admin.accounts.remove_ip(args.account, args.network), arguments=[account, network])
     leaf(ips, "list", "list an account's networks", render=_lines,
-         call=lambda admin, args: admin.list_ips(args.account), arguments=[account])
+         call=lambda admin, args: admin.accounts.list_ips(args.account), arguments=[account])
 
     froms = group("from", "From addresses whose mail relays as an account")
     address = ("address", "user@example.com, or @example.com for every address at the domain")
     leaf(froms, "add", "authorise a From address or domain", render=_said("authorised From {address} for {account}"),
-         call=lambda admin, args: admin.add_from(args.account, args.address), arguments=[account, address])
+         call=lambda admin, args: admin.accounts.add_from(args.account, args.address), arguments=[account, address])
     leaf(froms, "remove", "remove an authorised From address", render=_said("removed From {address} from {account}"),
-         call=lambda admin, args: admin.remove_from(args.account, args.address), arguments=[account, address])
+         call=lambda admin, args: admin.accounts.remove_from(args.account, args.address), arguments=[account, address])
     leaf(froms, "list", "list an account's From addresses", render=_lines,
-         call=lambda admin, args: admin.list_from(args.account), arguments=[account])
+         call=lambda admin, args: admin.accounts.list_from(args.account), arguments=[account])
+
+    queue = group("queue", "messages waiting for delivery")
+    listing = leaf(queue, "list", "list queued messages, oldest first", render=_render_queue,
+                   call=lambda admin, args: admin.queue.list(args.account))
+    listing.add_argument("--account", metavar="ACCOUNT", help="only this account's messages")
+    leaf(queue, "show", "one queued message and each recipient's state", render=_render_message,
+         call=lambda admin, args: admin.queue.show(args.id), arguments=[("id", "queue id")])
+    retry = leaf(queue, "retry", "ask the server to try now, ignoring the retry backoff",
+                 render=_said("retry of {target} requested; the running server acts on it within a second"),
+                 call=lambda admin, args: admin.queue.retry(None if args.all else args.id))
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", metavar="ID", help="queue id")
+    which.add_argument("--all", action="store_true", help="every queued message")
+    leaf(queue, "delete", "drop a message without delivering it further",
+         render=_said("deletion of {target} requested; the running server acts on it within a second"),
+         call=lambda admin, args: admin.queue.delete(args.id), arguments=[("id", "queue id")])
+
+    bounces = group("bounces", "addresses on an account's Bounce list")
+    leaf(bounces, "list", "list the Bounce list: address, when, and the server reply that put it there",
+         render=lambda entries: _lines([f"{e['address']}  {e['added']}  {e['reason']}" for e in entries]),
+         call=lambda admin, args: admin.queue.bounces(args.account), arguments=[account])
     return parser
 
 
@@ -229,11 +285,22 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
         _fail(str(error))
     except Exception as error:  # an unusable data directory or database file
         _fail(f"cannot open the store under {config.server.data_dir}: {error}")
-    admin = AccountAdmin(
-        store=store,
-        hash_password=lambda text: deferToThreadPool(threads, threads.getThreadPool(), hasher.hash, text),
-        check_password=lambda text, inputs: deferToThreadPool(
-            threads, threads.getThreadPool(), check_strength, text, inputs),
+    pool = threads.getThreadPool()
+    spool_root = os.path.join(config.server.data_dir, "spool")
+    delivery = config.delivery
+    admin = Admin(
+        accounts=AccountAdmin(
+            store=store,
+            hash_password=lambda text: deferToThreadPool(threads, pool, hasher.hash, text),
+            check_password=lambda text, inputs: deferToThreadPool(threads, pool, check_strength, text, inputs),
+        ),
+        queue=QueueAdmin(
+            journal=DeliveryJournal(Layout(spool_root), threads, pool),  # type: ignore[arg-type]
+            control=ControlRequests(os.path.join(spool_root, "control")),
+            store=store,
+            policy=RetryPolicy(delivery.retry_base, delivery.retry_max, delivery.max_queue_lifetime),
+            blocking=lambda function, *args: deferToThreadPool(threads, pool, function, *args),
+        ),
     )
     args.password = password
     command: _Command = args.command

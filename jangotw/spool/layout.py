@@ -25,6 +25,7 @@ __all__ = [
     "QUEUES",
     "BODY",
     "ENVELOPE",
+    "JOURNAL",
     "is_queue_id",
     "parse_name",
     "QueueIds",
@@ -42,6 +43,7 @@ QUEUES: tuple[str, ...] = (INCOMING,)
 
 BODY = ".msg"
 ENVELOPE = ".json"
+JOURNAL = ".log"  # delivery outcomes, appended per attempt (jangotw.spool.journal)
 
 _STAMP_DIGITS = 13  # microseconds since the epoch in hex: fixed width until the year 2112
 _SUFFIX_DIGITS = 5
@@ -55,9 +57,9 @@ def is_queue_id(text: str) -> bool:
 
 
 def parse_name(filename: str) -> tuple[str, str] | None:
-    """C{(queue id, BODY or ENVELOPE)} for a spool file name; None for a name the spool never makes."""
+    """C{(queue id, suffix)} for a spool file name; None for a name the spool never makes."""
     stem, suffix = os.path.splitext(filename)
-    if suffix in (BODY, ENVELOPE) and is_queue_id(stem):
+    if suffix in (BODY, ENVELOPE, JOURNAL) and is_queue_id(stem):
         return stem, suffix
     return None
 
@@ -113,6 +115,10 @@ class Layout:
     def envelope(self, directory: str, message_id: str) -> str:
         """Path of C{message_id}'s envelope in directory C{directory}."""
         return os.path.join(self.root, directory, _checked(message_id) + ENVELOPE)
+
+    def journal(self, directory: str, message_id: str) -> str:
+        """Path of C{message_id}'s delivery journal in directory C{directory}."""
+        return os.path.join(self.root, directory, _checked(message_id) + JOURNAL)
 
 
 def _checked(message_id: str) -> str:

@@ -33,7 +33,9 @@ from ..model import SpoolRecord
 from .layout import (
     BODY,
     CORRUPT,
+    ENVELOPE,
     INCOMING,
+    JOURNAL,
     QUEUES,
     TMP,
     FileSystem,
@@ -122,6 +124,7 @@ class Spool:
 
         bodies: dict[str, str] = {}
         envelopes: dict[str, str] = {}
+        journals: dict[str, str] = {}
         for queue in self.queues:
             for name in sorted(self.fs.listdir(self.layout.directory(queue))):
                 parsed = parse_name(name)
@@ -129,7 +132,7 @@ class Spool:
                     log.warn("ignoring unexpected spool file {path}", path=os.path.join(self.root, queue, name))
                     continue
                 message_id, suffix = parsed
-                (bodies if suffix == BODY else envelopes)[message_id] = queue
+                {BODY: bodies, ENVELOPE: envelopes, JOURNAL: journals}[suffix][message_id] = queue
 
         records = []
         for message_id, queue in envelopes.items():
@@ -145,7 +148,27 @@ class Spool:
         for message_id, queue in bodies.items():
             self.fs.unlink(self.layout.body(queue, message_id))
             log.info("removed unacknowledged {message_id} from {queue}", message_id=message_id, queue=queue)
+        for message_id, queue in journals.items():
+            if message_id not in envelopes:  # left by an interrupted remove()
+                self.fs.unlink(self.layout.journal(queue, message_id))
         return sorted(records, key=lambda record: record.message_id)
+
+    def remove(self, message_id: str) -> Deferred[None]:
+        """Delete a message that is finished with (every recipient delivered or bounced).
+
+        The envelope (the commit marker) goes first and is made durable, so a
+        crash part-way leaves only files that recovery deletes.
+        """
+        return deferToThreadPool(self.reactor, self.threadpool, self._remove, message_id)
+
+    def _remove(self, message_id: str) -> None:
+        directory = self.layout.directory(INCOMING)
+        with suppress(FileNotFoundError):
+            self.fs.unlink(self.layout.envelope(INCOMING, message_id))
+            self.fs.fsync_directory(directory)
+        for path in (self.layout.body(INCOMING, message_id), self.layout.journal(INCOMING, message_id)):
+            with suppress(FileNotFoundError):
+                self.fs.unlink(path)
 
     def _read_envelope(self, message_id: str, queue: str) -> SpoolRecord | None:
         try:

@@ -4,6 +4,7 @@ behaviour the other stores are checked against by the same contract suite."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 import attrs
 from attrs import define, field
@@ -13,7 +14,7 @@ from zope.interface import implementer
 
 from ..errors import InputError
 from ..interfaces import IStore
-from ..model import Account, AccountSettings
+from ..model import Account, AccountSettings, Suppression
 
 __all__ = ["MemoryStore"]
 
@@ -43,6 +44,9 @@ class MemoryStore:
     _accounts: dict[str, Account] = field(factory=dict, init=False)  # lower-case name -> account
     _networks: dict[int, set[_Network]] = field(factory=dict, init=False)
     _from: dict[int, set[str]] = field(factory=dict, init=False)
+    _lists: dict[tuple[int, str], dict[str, Suppression]] = field(factory=dict, init=False)
+    _soft: dict[tuple[int, str], int] = field(factory=dict, init=False)
+    _sends: dict[tuple[str, int], tuple[str, str]] = field(factory=dict, init=False)
 
     def _get(self, name: str) -> Account:
         account = self._accounts.get(name.lower())
@@ -145,6 +149,72 @@ class MemoryStore:
             if not account.disabled and (exact in entries or whole in entries):
                 ranked.append((exact not in entries, account.name, account))
         return succeed([account for _, _, account in sorted(ranked)])
+
+    # ISuppressionStore
+
+    def _list(self, account: str, list_name: str) -> dict[str, Suppression]:
+        return self._lists.setdefault((self._get(account).id, list_name), {})
+
+    def suppress(self, account: str, list_name: str, address: str, reason: str) -> "Deferred[bool]":
+        try:
+            entries = self._list(account, list_name)
+        except InputError as error:
+            return fail(error)
+        key = address.strip().lower()
+        existing = entries.get(key)
+        created = existing.created if existing else self.clock.seconds()
+        entries[key] = Suppression(address.strip(), list_name, reason, created)
+        return succeed(existing is None)
+
+    def unsuppress(self, account: str, list_name: str, address: str) -> "Deferred[bool]":
+        try:
+            return succeed(self._list(account, list_name).pop(address.strip().lower(), None) is not None)
+        except InputError as error:
+            return fail(error)
+
+    def suppressed(self, account: str, list_name: str, addresses: Sequence[str]) -> "Deferred[set[str]]":
+        try:
+            entries = self._list(account, list_name)
+        except InputError as error:
+            return fail(error)
+        return succeed({address for address in addresses
+                        if address.lower() in entries or "@" + address.rpartition("@")[2].lower() in entries})
+
+    def list_suppressed(self, account: str, list_name: str) -> "Deferred[list[Suppression]]":
+        try:
+            entries = self._list(account, list_name)
+        except InputError as error:
+            return fail(error)
+        return succeed(sorted(entries.values(), key=lambda entry: entry.address.lower()))
+
+    def count_soft_bounce(self, account: str, address: str) -> "Deferred[int]":
+        try:
+            key = (self._get(account).id, address.lower())
+        except InputError as error:
+            return fail(error)
+        self._soft[key] = self._soft.get(key, 0) + 1
+        return succeed(self._soft[key])
+
+    def clear_soft_bounces(self, account: str, address: str) -> "Deferred[None]":
+        try:
+            self._soft.pop((self._get(account).id, address.lower()), None)
+        except InputError as error:
+            return fail(error)
+        return succeed(None)
+
+    # ISendLog
+
+    def record_send(self, message_id: str, account: str, recipients: Sequence[str], at: float) -> "Deferred[None]":
+        try:
+            name = self._get(account).name  # the stored spelling, as find_send reports it
+        except InputError as error:
+            return fail(error)
+        for index, recipient in enumerate(recipients):
+            self._sends[(message_id, index)] = (name, recipient)
+        return succeed(None)
+
+    def find_send(self, message_id: str, index: int) -> "Deferred[tuple[str, str] | None]":
+        return succeed(self._sends.get((message_id, index)))
 
     def close(self) -> "Deferred[None]":
         return succeed(None)

@@ -1,0 +1,110 @@
+# -*- test-case-name: tests.admin.test_queue -*-
+"""The queue and Bounce list as an administrator sees them: the layer under
+C{jangomail-admin queue …} and C{bounces list} (and the coming JSON API)."""
+from __future__ import annotations
+
+import datetime
+from typing import Any, Callable
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+
+from ..errors import InputError
+from ..interfaces import IStore
+from ..model import BOUNCE_LIST
+from ..queue.control import ALL, DELETE, RETRY, ControlRequests
+from ..queue.inspection import queued_message, queued_messages
+from ..queue.state import MessageState, RetryPolicy
+from ..spool.journal import DeliveryJournal
+
+__all__ = ["QueueAdmin"]
+
+Blocking = Callable[..., "Deferred[Any]"]  # runs a blocking function off the reactor thread
+
+
+def _time(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _summary(state: MessageState, policy: RetryPolicy) -> dict[str, Any]:
+    record = state.record
+    recipients = state.recipients.values()
+    waiting = [r for r in recipients if not r.final]
+    last = max((r for r in recipients if r.last is not None), key=lambda r: r.last_at, default=None)
+    next_times = [r.next_attempt(policy) for r in waiting]
+    return {
+        "id": record.message_id,
+        "received": _time(record.received_at),
+        "account": record.account,
+        "sender": record.envelope.sender,
+        "size": record.size,
+        "recipients": len(state.recipients),
+        "waiting": len(waiting),
+        "delivered": sum(1 for r in recipients if r.final and r.last and r.last.code < 300),
+        "failed": len(state.failed()),
+        "last_reply": last.last.reply if last and last.last else "",
+        "next_attempt": "" if not next_times else "now" if min(next_times) <= 0 else _time(min(next_times)),
+    }
+
+
+def _detail(state: MessageState, policy: RetryPolicy) -> dict[str, Any]:
+    record = state.record
+    detail = _summary(state, policy)
+    detail.update({
+        "client_ip": record.client_ip,
+        "auth_method": record.auth_method.value,
+        "tls": f"{record.tls.version} {record.tls.cipher}" if record.tls else "",
+        "recipient_states": [{
+            "address": r.recipient,
+            "status": r.last.status.value if r.last else "pending",
+            "deferrals": r.deferrals,
+            "last_reply": r.last.reply if r.last else "",
+            "remote": r.last.remote if r.last else "",
+            "next_attempt": "" if r.final else (_time(r.next_attempt(policy)) if r.deferrals else "now"),
+        } for r in state.recipients.values()],
+    })
+    return detail
+
+
+@frozen
+class QueueAdmin:
+    journal: DeliveryJournal
+    control: ControlRequests
+    store: IStore
+    policy: RetryPolicy
+    blocking: Blocking
+
+    def list(self, account: str | None = None) -> "Deferred[list[dict[str, Any]]]":
+        def matching(states: list[MessageState]) -> list[dict[str, Any]]:
+            wanted = account.lower() if account else None
+            return [_summary(s, self.policy) for s in states
+                    if wanted is None or (s.record.account or "").lower() == wanted]
+        return self.blocking(queued_messages, self.journal).addCallback(matching)
+
+    def show(self, message_id: str) -> "Deferred[dict[str, Any]]":
+        return self._queued(message_id).addCallback(lambda state: _detail(state, self.policy))
+
+    def retry(self, message_id: str | None) -> "Deferred[dict[str, Any]]":
+        """Ask the running server to try now, ignoring backoff (one message, or all when None)."""
+        if message_id is None:
+            return self.blocking(self._request, RETRY, ALL)
+        return self._queued(message_id).addCallback(lambda _: self.blocking(self._request, RETRY, message_id))
+
+    def delete(self, message_id: str) -> "Deferred[dict[str, Any]]":
+        """Ask the running server to drop a message without delivering it further."""
+        return self._queued(message_id).addCallback(lambda _: self.blocking(self._request, DELETE, message_id))
+
+    def bounces(self, account: str) -> "Deferred[list[dict[str, Any]]]":
+        return self.store.list_suppressed(account, BOUNCE_LIST).addCallback(lambda entries: [
+            {"address": e.address, "reason": e.reason, "added": _time(e.created)} for e in entries])
+
+    def _queued(self, message_id: str) -> "Deferred[MessageState]":
+        def found(state: MessageState | None) -> MessageState:
+            if state is None:
+                raise InputError(f"no queued message {message_id!r}")
+            return state
+        return self.blocking(queued_message, self.journal, message_id.upper()).addCallback(found)
+
+    def _request(self, action: str, target: str) -> dict[str, Any]:
+        self.control.request(action, target)
+        return {"requested": action, "target": target}

@@ -1,0 +1,74 @@
+# -*- test-case-name: tests.queue.test_local -*-
+"""Our own bounce mailbox: asynchronous bounces sent to a VERP return path.
+
+The token in C{bounces+TOKEN@bounce_domain} names the message and recipient
+(signed, so a forged bounce changes nothing); the send log maps it back to the
+account and the address that bounced. Hard bounces put the address on the
+account's Bounce list at once, soft ones after C{soft_bounce_limit}; auto-replies
+(out-of-office, RFC 3834) never count.
+"""
+from __future__ import annotations
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from ..interfaces import IStore
+from ..model import RecipientResult, RecipientStatus, SpoolRecord
+from ..spool.writer import Spool
+from .bouncelist import hard_bounce, soft_bounce
+from .bounces import BounceReport, classify
+from .verp import VerpSigner
+
+__all__ = ["BounceMailbox", "MAX_BOUNCE_SIZE"]
+
+log = Logger()
+
+MAX_BOUNCE_SIZE = 1024 * 1024  # a bounce report is small; only this much is parsed
+
+
+def _read_head(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(MAX_BOUNCE_SIZE)
+
+
+@frozen
+class BounceMailbox:
+    spool: Spool
+    store: IStore
+    signer: VerpSigner
+
+    def deliver(self, record: SpoolRecord, recipients: list[str]) -> "Deferred[list[RecipientResult]]":
+        """Consume a bounce addressed to C{recipients} (all VERP return paths)."""
+        return Deferred.fromCoroutine(self._deliver(record, recipients))
+
+    async def _deliver(self, record: SpoolRecord, recipients: list[str]) -> list[RecipientResult]:
+        data = await deferToThreadPool(self.spool.reactor, self.spool.threadpool, _read_head,
+                                       self.spool.body_path(record.message_id))
+        report = classify(data)
+        results = []
+        for recipient in recipients:
+            outcome = await self._apply(recipient, report)
+            log.info("bounce {message_id} to {recipient}: {outcome}", message_id=record.message_id,
+                     recipient=recipient, outcome=outcome)
+            results.append(RecipientResult(recipient, RecipientStatus.DELIVERED, 250, "2.0.0", outcome,
+                                           remote="bounce mailbox"))
+        return results
+
+    async def _apply(self, return_path: str, report: BounceReport) -> str:
+        token = self.signer.parse(return_path)
+        if token is None:
+            return "ignored: not a valid signed return path"
+        sent = await self.store.find_send(*token)
+        if sent is None:
+            return "ignored: unknown message"
+        account, address = sent
+        diagnostic = next((detail[2] for detail in report.recipients if detail[2]), "") or report.kind
+        if report.kind == "hard":
+            await hard_bounce(self.store, account, address, f"asynchronous bounce: {diagnostic}")
+            return f"hard bounce: {address} added to the Bounce list of {account}"
+        if report.kind == "soft":
+            count = await soft_bounce(self.store, account, address, diagnostic)
+            return f"soft bounce {count} for {address} of {account}"
+        return f"{report.kind}: not a bounce, nothing changed"

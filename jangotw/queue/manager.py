@@ -1,0 +1,329 @@
+# -*- test-case-name: tests.queue.test_manager -*-
+"""The queue manager: every spooled message, through delivery attempts, until it is done.
+
+A message is split by destination (recipient domain, the smarthost, or our own
+bounce mailbox). At most C{max_active} attempts run at once, and at most
+C{max_per_destination} to one destination. Each attempt's per-recipient
+outcomes are journalled (fsynced) before anything acts on them; temporary
+failures are retried on the injected clock with exponential backoff; a message
+leaves the spool only when every recipient is delivered or has failed (and the
+sender's DSN is queued). Recovery at start-up rebuilds all of this from the
+spool and the journals.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Callable
+
+import attrs
+from attrs import define, field
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..interfaces import IDeliverer, IStore
+from ..model import AuthMethod, OutboundMessage, RecipientResult, RecipientStatus, SpoolRecord
+from ..spool.journal import NOTICE_QUEUED, DeliveryJournal, JournalEntry
+from ..spool.writer import Spool
+from .bouncelist import hard_bounce, soft_bounce
+from .notices import Notices
+from .routing import BOUNCES, HELD, Router
+from .state import MessageState, RetryPolicy
+
+__all__ = ["QueueManager", "ReturnPath", "is_hard_bounce"]
+
+log = Logger()
+
+ReturnPath = Callable[[SpoolRecord, int], str]  # (record, recipient index) -> MAIL FROM
+LocalDelivery = Callable[[SpoolRecord, list[str]], "Deferred[list[RecipientResult]]"]
+
+
+def is_hard_bounce(result: RecipientResult) -> bool:
+    """A permanent failure that says the address itself is bad (RFC 3463 X.1.x, or
+    a mailbox disabled, X.2.1). Policy or content refusals (5.7.x, 5.3.x, 5.6.x)
+    refused this message, not the mailbox, so they do not list the address."""
+    if result.status is not RecipientStatus.FAILED:
+        return False
+    if result.enhanced:
+        return result.enhanced.startswith("5.1.") or result.enhanced == "5.2.1"
+    return result.code in (550, 551, 553)
+
+
+@define
+class QueueManager(Service):
+    clock: IReactorTime
+    spool: Spool
+    journal: DeliveryJournal
+    deliverer: IDeliverer
+    store: IStore
+    notices: Notices
+    router: Router
+    deliver_locally: LocalDelivery
+    return_path: ReturnPath | None = None  # VERP; None keeps each message's own sender
+    policy: RetryPolicy = RetryPolicy()
+    max_active: int = 200
+    max_per_destination: int = 20
+    stop_timeout: float = 10.0
+    _messages: dict[str, MessageState] = field(factory=dict, init=False)
+    _ready: dict[str, deque[str]] = field(factory=dict, init=False)
+    _scheduled: set[tuple[str, str]] = field(factory=set, init=False)  # (message id, destination) ready or active
+    _active: Counter[str] = field(factory=Counter, init=False)
+    _active_total: int = field(default=0, init=False)
+    _attempts: set[Deferred[None]] = field(factory=set, init=False)
+    _timers: dict[str, IDelayedCall] = field(factory=dict, init=False)
+    _stopping: bool = field(default=False, init=False)
+    _pumping: bool = field(default=False, init=False)
+    _pump_again: bool = field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        Service.__init__(self)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def recover(self, records: list[SpoolRecord]) -> "Deferred[None]":
+        """Resume every spooled message from its journal (called once at start-up)."""
+        return Deferred.fromCoroutine(self._recover(records))
+
+    async def _recover(self, records: list[SpoolRecord]) -> None:
+        for record in records:
+            entries = await self.journal.read(record.message_id)
+            state = MessageState.from_journal(record, entries)
+            self._messages[record.message_id] = state
+            if state.finished:
+                await self._finish(state)
+            else:
+                self._schedule(state)
+        log.info("queue resumed {count} message(s)", count=len(self._messages))
+
+    def stopService(self) -> "Deferred[object]":
+        """Start nothing new; give attempts in flight C{stop_timeout} seconds to finish and
+        journal their outcome (an attempt cut short is simply retried after the restart)."""
+        super().stopService()
+        self._stopping = True
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+        waiting: Deferred[object] = DeferredList(list(self._attempts), consumeErrors=True)
+        waiting.addTimeout(self.stop_timeout, self.clock)
+        return waiting.addErrback(lambda failure: failure.trap(CancelledError, TimeoutError))
+
+    # -- intake --------------------------------------------------------------
+
+    def enqueue(self, record: SpoolRecord) -> None:
+        """Take a newly spooled message; delivery starts at once."""
+        state = MessageState.fresh(record)
+        self._messages[record.message_id] = state
+        if self.return_path is not None and record.account and record.envelope.sender:
+            self.store.record_send(record.message_id, record.account, record.envelope.recipients,
+                                   self.clock.seconds()).addErrback(
+                lambda failure: log.failure("send log for {message_id} failed", failure,
+                                            message_id=record.message_id))
+        self._schedule(state)
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def messages(self) -> list[MessageState]:
+        """What is queued now, oldest first (for the admin CLI and metrics)."""
+        return [self._messages[key] for key in sorted(self._messages)]
+
+    def retry_now(self, message_id: str | None = None) -> int:
+        """Forget backoff for one message (or all): their waiting recipients are due now.
+        Returns how many messages were rescheduled."""
+        chosen = [self._messages[message_id]] if message_id in self._messages else (
+            list(self._messages.values()) if message_id is None else [])
+        for state in chosen:
+            for recipient in state.recipients.values():
+                if not recipient.final:
+                    recipient.last_at = -self.policy.cap  # next_attempt is in the past
+            self._schedule(state)
+        return len(chosen)
+
+    def forget(self, message_id: str) -> "Deferred[bool]":
+        """Drop a message without delivering it further (admin delete)."""
+        state = self._messages.pop(message_id, None)
+        timer = self._timers.pop(message_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if state is None:
+            return succeed(False)
+        log.info("deleted {message_id} from the queue on request", message_id=message_id)
+        return self.spool.remove(message_id).addCallback(lambda _: True)
+
+    # -- scheduling ----------------------------------------------------------
+
+    def _schedule(self, state: MessageState) -> None:
+        if self._stopping:
+            return
+        message_id = state.record.message_id
+        now = self.clock.seconds()
+        for destination in sorted({self.router.destination(r) for r in state.due(now, self.policy)}):
+            if destination == HELD:
+                continue
+            if (message_id, destination) not in self._scheduled:
+                self._scheduled.add((message_id, destination))
+                self._ready.setdefault(destination, deque()).append(message_id)
+        self._set_timer(state, now)
+        self._pump()
+
+    def _set_timer(self, state: MessageState, now: float) -> None:
+        message_id = state.record.message_id
+        old = self._timers.pop(message_id, None)
+        if old is not None and old.active():
+            old.cancel()
+        waiting = [r.next_attempt(self.policy) for r in state.recipients.values()
+                   if not r.final and r.next_attempt(self.policy) > now
+                   and self.router.destination(r.recipient) != HELD]
+        if waiting:
+            self._timers[message_id] = self.clock.callLater(min(waiting) - now, self._wake, message_id)
+
+    def _wake(self, message_id: str) -> None:
+        self._timers.pop(message_id, None)
+        state = self._messages.get(message_id)
+        if state is not None:
+            self._schedule(state)
+
+    def _pump(self) -> None:
+        """Start ready attempts within the limits. An attempt that ends synchronously calls
+        back into here; that call only asks for another pass, so the loop is never re-entered."""
+        if self._pumping:
+            self._pump_again = True
+            return
+        self._pumping = True
+        try:
+            self._pump_again = True
+            while self._pump_again:
+                self._pump_again = False
+                for destination in list(self._ready):
+                    waiting = self._ready.get(destination)
+                    while (waiting and self._active_total < self.max_active
+                           and self._active[destination] < self.max_per_destination):
+                        self._start(waiting.popleft(), destination)
+                    if not waiting:
+                        self._ready.pop(destination, None)
+        finally:
+            self._pumping = False
+
+    def _start(self, message_id: str, destination: str) -> None:
+        self._active[destination] += 1
+        self._active_total += 1
+        attempt = Deferred.fromCoroutine(self._attempt(message_id, destination))
+        self._attempts.add(attempt)
+        attempt.addCallbacks(lambda _: self._attempt_ended(attempt, message_id, destination, crashed=False),
+                             lambda failure: self._attempt_crashed(failure, attempt, message_id, destination))
+
+    def _attempt_crashed(self, failure: Failure, attempt: "Deferred[None]", message_id: str,
+                         destination: str) -> None:
+        """A bug or a journal write error: nothing was recorded, so try again later, not at once."""
+        log.failure("attempt for {message_id} crashed; retrying in {delay}s", failure,
+                    message_id=message_id, delay=self.policy.base)
+        self._attempt_ended(attempt, message_id, destination, crashed=True)
+
+    def _attempt_ended(self, attempt: "Deferred[None]", message_id: str, destination: str,
+                       crashed: bool) -> None:
+        self._attempts.discard(attempt)
+        self._active[destination] -= 1
+        self._active_total -= 1
+        if self._active[destination] <= 0:
+            del self._active[destination]
+        self._scheduled.discard((message_id, destination))
+        state = self._messages.get(message_id)
+        if state is None or state.finished or self._stopping:
+            self._pump()
+        elif crashed:
+            self._timers.setdefault(message_id, self.clock.callLater(self.policy.base, self._wake, message_id))
+            self._pump()
+        else:
+            self._schedule(state)
+
+    # -- one attempt ---------------------------------------------------------
+
+    async def _attempt(self, message_id: str, destination: str) -> None:
+        state = self._messages.get(message_id)
+        if state is None:
+            return
+        now = self.clock.seconds()
+        recipients = [r for r in state.due(now, self.policy) if self.router.destination(r) == destination]
+        if not recipients:
+            return
+        record = state.record
+        if destination == BOUNCES:
+            results = await self.deliver_locally(record, recipients)
+        else:
+            results = []
+            for sender, group in self._envelopes(record, recipients):
+                results += await self.deliverer.deliver(OutboundMessage(
+                    message_id=message_id, sender=sender, recipients=tuple(group),
+                    body_path=self.spool.body_path(message_id), size=record.size,
+                    eight_bit=record.envelope.body == "8BITMIME"))
+        if message_id not in self._messages:
+            return  # deleted by an administrator meanwhile
+        now = self.clock.seconds()
+        results = [self._expire(record, result, now) for result in results]
+        entries = [JournalEntry(now, result) for result in results]
+        await self.journal.append(message_id, entries)
+        for entry in entries:
+            state.apply(entry)
+        await self._update_lists(state, results)
+        if state.finished and message_id in self._messages:
+            await self._finish(state)
+
+    def _envelopes(self, record: SpoolRecord, recipients: list[str]) -> list[tuple[str, list[str]]]:
+        """One transaction for all, or one per recipient when each gets its own VERP return path."""
+        if self.return_path is None or not record.envelope.sender or not record.account:
+            return [(record.envelope.sender, recipients)]
+        index = {recipient: position for position, recipient in enumerate(record.envelope.recipients)}
+        return [(self.return_path(record, index[recipient]), [recipient]) for recipient in recipients]
+
+    def _expire(self, record: SpoolRecord, result: RecipientResult, now: float) -> RecipientResult:
+        if result.status is not RecipientStatus.DEFERRED or not self.policy.expired(record, now):
+            return result
+        days = self.policy.lifetime / 86400
+        return attrs.evolve(result, status=RecipientStatus.FAILED, enhanced="4.4.7",
+                            text=f"delivery time expired after {days:g} days in the queue; "
+                                 f"last error: {result.reply}")
+
+    async def _update_lists(self, state: MessageState, results: list[RecipientResult]) -> None:
+        """Invalid addresses join the account's Bounce list; expired ones count as soft bounces."""
+        record = state.record
+        if record.account is None or record.auth_method is AuthMethod.NOTICE:
+            return
+        for result in results:
+            try:
+                if is_hard_bounce(result):
+                    await hard_bounce(self.store, record.account, result.recipient,
+                                      f"{result.reply} ({result.remote or 'no server'})")
+                    log.info("{recipient} joined the Bounce list of {account}: {reply}",
+                             recipient=result.recipient, account=record.account, reply=result.reply)
+                elif result.status is RecipientStatus.FAILED and result.enhanced == "4.4.7":
+                    await soft_bounce(self.store, record.account, result.recipient, result.reply)
+                elif result.status is RecipientStatus.DELIVERED and state.recipients[result.recipient].deferrals:
+                    await self.store.clear_soft_bounces(record.account, result.recipient)
+            except Exception:
+                log.failure("updating the Bounce list of {account} failed", account=record.account)
+
+    # -- the end -------------------------------------------------------------
+
+    async def _finish(self, state: MessageState) -> None:
+        record = state.record
+        failed = state.failed()
+        if failed and not state.notice_queued and self.notices.wanted(record) and await self._notify(record):
+            notice = await self.notices.queue_failure_notice(record, failed)
+            await self.journal.append(record.message_id, [JournalEntry(self.clock.seconds(), event=NOTICE_QUEUED)])
+            state.notice_queued = True
+            self.enqueue(notice)
+        self._messages.pop(record.message_id, None)
+        await self.spool.remove(record.message_id)
+        delivered = len(state.recipients) - len(failed)
+        log.info("done with {message_id}: {delivered} delivered, {failed} failed",
+                 message_id=record.message_id, delivered=delivered, failed=len(failed))
+
+    async def _notify(self, record: SpoolRecord) -> bool:
+        if record.account is None:
+            return True
+        account = await self.store.get_account(record.account)
+        return account is None or account.settings.bounce_notifications
+

@@ -1,0 +1,27 @@
+# -*- test-case-name: tests.queue.test_manager -*-
+"""Which next hop a recipient's mail goes to: a remote domain, the smarthost, or ourselves."""
+from __future__ import annotations
+
+from attrs import frozen
+
+__all__ = ["Router", "BOUNCES", "HELD", "RELAY"]
+
+BOUNCES = "local:bounces"  # VERP return paths: asynchronous bounces to parse
+HELD = "local:held"  # our own mailboxes with no consumer yet (initiation): kept, not delivered
+RELAY = "relay"  # everything goes to [delivery] relay_host
+
+
+@frozen
+class Router:
+    bounce_domain: str = ""
+    held_domains: frozenset[str] = frozenset()
+    smarthost: bool = False
+
+    def destination(self, recipient: str) -> str:
+        """The destination key: concurrency limits and connection reuse are per destination."""
+        domain = recipient.rpartition("@")[2].lower()
+        if domain and domain == self.bounce_domain:
+            return BOUNCES
+        if domain in self.held_domains:
+            return HELD
+        return RELAY if self.smarthost else domain
