@@ -30,7 +30,7 @@ def _summary(state: MessageState, policy: RetryPolicy) -> dict[str, Any]:
     record = state.record
     recipients = state.recipients.values()
     waiting = [r for r in recipients if not r.final]
-    last = max((r for r in recipients if r.last is not None), key=lambda r: r.last_at, default=None)
+    last = max((r for r in (waiting or recipients) if r.last is not None), key=lambda r: r.last_at, default=None)
     next_times = [r.next_attempt(policy) for r in waiting]
     return {
         "id": record.message_id,

@@ -17,11 +17,12 @@ from ..errors import ReplyError
 from ..interfaces import ISpoolFile
 from .headers import HeaderSection, is_field_start
 
-__all__ = ["Receiver", "MESSAGE_TOO_BIG", "HEADERS_TOO_BIG", "BARE_NEWLINE"]
+__all__ = ["Receiver", "MESSAGE_TOO_BIG", "HEADERS_TOO_BIG", "BARE_NEWLINE", "WRITE_FAILED"]
 
 MESSAGE_TOO_BIG = ReplyError(552, "5.3.4", "Message size exceeds fixed maximum message size")
 HEADERS_TOO_BIG = ReplyError(552, "5.3.4", "Header section too large")
 BARE_NEWLINE = ReplyError(550, "5.6.0", "Bare CR or LF in message text; lines must end with CRLF")
+WRITE_FAILED = ReplyError(451, "4.3.0", "Local error in processing; try again later")
 
 _PARTIAL_LIMIT = 8192  # a partial body line longer than this is written through
 _BARE = re.compile(rb"\r\n|\r|\n")
@@ -102,6 +103,9 @@ class Receiver:
                 self._end_headers(rest=pieces[index + 1:])
                 return True
             if not (is_field_start(piece) or (piece[:1] in (b" ", b"\t") and self._header_lines)):
+                if index:  # fields, then text after a normalised bare newline: the text starts the body
+                    self._end_headers(rest=pieces[index:], blank_line_missing=True)
+                    return True
                 self._end_headers(blank_line_missing=True)
                 return False
             self._header_bytes += len(piece) + 2
@@ -187,7 +191,10 @@ class Receiver:
             if self.size > self._max_size:
                 self._refuse(MESSAGE_TOO_BIG)
         if self.problem is None:
-            self._sink.write(data)
+            try:
+                self._sink.write(data)
+            except OSError as error:  # a buffer flush failed (disk full): refuse, keep reading to the end
+                self._refuse(WRITE_FAILED.because(f"spool write failed: {error}"))
 
     def _refuse(self, problem: ReplyError) -> None:
         if self.problem is None:

@@ -40,6 +40,7 @@ LOCAL_ERROR = ReplyError(451, "4.3.0", "Local error in processing; try again lat
 LOOP_DETECTED = ReplyError(554, "5.4.6", "Too many Received headers: mail loop detected")
 TOO_MANY_ERRORS = ReplyError(421, "4.7.0", "Too many errors; closing connection")
 LINE_TOO_LONG = ReplyError(500, "5.5.2", "Line too long")
+CONNECTION_LOST = ReplyError(421, "4.4.2", "Connection lost before the reply", "client closed the connection")
 
 _COMMAND_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
 _PATH_COMMAND_LIMIT = 1024  # MAIL/RCPT: 512 plus room for ESMTP parameters
@@ -72,7 +73,9 @@ class SMTPSession(Protocol, TimeoutMixin):
         clock: IReactorTime,
         tls_context: object | None = None,
         implicit_tls: bool = False,
+        on_queued: Callable[[SpoolRecord], None] = lambda record: None,
     ) -> None:
+        self._on_queued = on_queued  # hands each durable message to the queue manager
         self._gate = gate
         self._spool = spool
         self._settings = settings
@@ -380,7 +383,12 @@ class SMTPSession(Protocol, TimeoutMixin):
             return self._send(503, "5.5.1", "Need MAIL command first")
         if not self.envelope.recipients:
             return self._send(554, "5.5.1", "No valid recipients")
-        self._spool_file = self._spool.open()
+        try:
+            self._spool_file = self._spool.open()
+        except OSError as error:  # disk full, spool unusable: temporary, and the session goes on
+            log.error("session {session_id} cannot open a spool file: {error}", session_id=self.session.id,
+                      error=error)
+            return self._reply(LOCAL_ERROR)
         self._receiver = Receiver(
             self._spool_file,
             self._received_header,
@@ -406,6 +414,8 @@ class SMTPSession(Protocol, TimeoutMixin):
         authorisation: Authorisation | None = None
         try:
             authorisation = await self._gate.authorise(self.session, envelope, receiver.headers)
+            if self._closing:  # the client left before its reply; connectionLost discarded the message
+                raise CONNECTION_LOST
             record = await spool_file.commit(SpoolRecord(
                 message_id=spool_file.message_id,
                 envelope=envelope,
@@ -429,6 +439,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         self._spool_file = None
         self._log_transaction(record.message_id, envelope, authorisation, record.size, None)
         self._send(250, "2.0.0", f"Ok: queued as {record.message_id}")
+        self._on_queued(record)
 
     def _discard_message(self) -> None:
         spool_file, self._spool_file, self._receiver = self._spool_file, None, None

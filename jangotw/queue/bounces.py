@@ -165,12 +165,18 @@ def _status_blocks(part: Message) -> list[Message]:
 
 def _field(message: Message, name: str) -> str | None:
     """The first field C{name}: unfolded, 8-bit bytes read as UTF-8, encoded words decoded."""
+    values = _fields(message, name)
+    return values[0] if values else None
+
+
+def _fields(message: Message, name: str) -> list[str]:
+    values = []
     for key, value in message.raw_items():
         if key.lower() == name:
             text = value if isinstance(value, str) else str(value)
             text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            return _decoded_words(_FOLD.sub("", text).strip())
-    return None
+            values.append(_decoded_words(_FOLD.sub("", text).strip()))
+    return values
 
 
 def _decoded_words(text: str) -> str:
@@ -231,7 +237,11 @@ def _from_mail_system(message: Message) -> bool:
 
 def _detected(message: Message) -> BounceReport:
     """flufl.bounce's reading of a bounce that is not RFC 3464."""
-    temporary, permanent = flufl.bounce.all_failures(message)
+    try:
+        temporary, permanent = flufl.bounce.all_failures(_for_detectors(message))
+    except Exception as error:  # boundary: third-party heuristics meeting hostile input
+        log.warn("bounce detectors failed ({error}); message treated as unknown", error=repr(error))
+        return _UNKNOWN
     if permanent:
         kind = BounceKind.HARD
     elif temporary:
@@ -242,3 +252,26 @@ def _detected(message: Message) -> BounceReport:
         address.decode("ascii", "replace") for address in temporary - permanent
     )
     return BounceReport(kind, tuple(BouncedRecipient(address, None, None) for address in addresses))
+
+
+def _for_detectors(message: Message) -> Message:
+    """C{message} with its fields made plain text that flufl.bounce's detectors can handle.
+
+    They call string methods on field values, where compat32 gives a Header
+    object for 8-bit bytes, and fail on a From field that holds no address,
+    before later detectors have had their turn. So 8-bit fields are decoded
+    as UTF-8 and From is reduced to its address, or C{<>} when it has none.
+    """
+    for part in message.walk():
+        items = list(part.raw_items())
+        if all(isinstance(value, str) and value.isascii() for _, value in items):
+            continue
+        for name in {name for name, _ in items}:
+            del part[name]
+        for name, value in items:
+            text = value if isinstance(value, str) else str(value)
+            part[name] = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    sender = parseaddr(_field(message, "from") or "")[1]
+    del message["from"]
+    message["From"] = sender or "<>"
+    return message

@@ -54,6 +54,41 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX account_from_address ON account_from (address);
     """,
+    # 2: suppression lists, consecutive soft-bounce counts and the send log.
+    """
+    -- An entry of an account's list ("bounce", "unsubscribe"): an address or a
+    -- whole domain (@example.com). The primary key serves "which of these
+    -- addresses are on the list" as one IN lookup, and lists entries in order.
+    CREATE TABLE suppression (
+        account_id INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        list_name  TEXT    NOT NULL,
+        address    TEXT    NOT NULL COLLATE NOCASE,
+        reason     TEXT    NOT NULL,
+        created    REAL    NOT NULL,
+        PRIMARY KEY (account_id, list_name, address)
+    ) WITHOUT ROWID;
+
+    -- Soft bounces since the last successful delivery; address is lower-cased.
+    CREATE TABLE soft_bounce (
+        account_id INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        address    TEXT    NOT NULL COLLATE NOCASE,
+        count      INTEGER NOT NULL CHECK (count > 0),
+        PRIMARY KEY (account_id, address)
+    ) WITHOUT ROWID;
+
+    -- Each recipient of a sent message by its index in the envelope, so a VERP
+    -- bounce token (message id + index) leads back to account and recipient.
+    CREATE TABLE send_log (
+        message_id      TEXT    NOT NULL,
+        recipient_index INTEGER NOT NULL CHECK (recipient_index >= 0),
+        account_id      INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        recipient       TEXT    NOT NULL,
+        at              REAL    NOT NULL,
+        PRIMARY KEY (message_id, recipient_index)
+    ) WITHOUT ROWID;
+    -- Deleting an account finds its sends without scanning the whole log.
+    CREATE INDEX send_log_account ON send_log (account_id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

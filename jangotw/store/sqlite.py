@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.store.test_sqlite -*-
-"""The embedded store: accounts and relay authorisation in one SQLite file.
+"""The embedded store: accounts, relay authorisation, suppression lists and the
+send log in one SQLite file (the list and send-log SQL is in L{sqlite_lists}).
 
 Every query runs in a thread, never on the reactor: writes on one connection
 in a pool of one thread (so this process's writes are serialised), reads on a
@@ -26,7 +27,8 @@ from zope.interface import implementer
 
 from ..errors import InputError
 from ..interfaces import IStore
-from ..model import Account, AccountSettings
+from ..model import Account, AccountSettings, Suppression
+from . import sqlite_lists as lists
 from .schema import migrate
 
 __all__ = ["SQLiteStore", "open_sqlite_store", "BUSY_TIMEOUT_MS"]
@@ -217,6 +219,11 @@ def _from_candidates(address: str) -> tuple[str, str] | None:
     return f"{local}@{domain.lower()}", f"@{domain.lower()}"
 
 
+def _by_account(txn: Transaction, interaction: Callable[..., _T], name: str, *args: object) -> _T:
+    """Run C{interaction(txn, account_id, *args)} for the account called C{name}."""
+    return interaction(txn, _account_id(txn, name), *args)
+
+
 def _write_transaction(txn: Transaction, interaction: Callable[..., _T], *args: object) -> _T:
     txn.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock upgrading a read lock
     return interaction(txn, *args)
@@ -322,6 +329,39 @@ class SQLiteStore:
             "GROUP BY account.id ORDER BY exact DESC, account.name",
             (exact, exact, domain),
         ).addCallback(_accounts)
+
+    # ISuppressionStore
+
+    def suppress(self, account: str, list_name: str, address: str, reason: str) -> "Deferred[bool]":
+        return self._write(_by_account, lists.insert_suppression, account, list_name, address.strip(), reason,
+                           self.clock.seconds())
+
+    def unsuppress(self, account: str, list_name: str, address: str) -> "Deferred[bool]":
+        return self._write(_by_account, lists.delete_suppression, account, list_name, address.strip())
+
+    def suppressed(self, account: str, list_name: str, addresses: Sequence[str]) -> "Deferred[set[str]]":
+        """One query per 500 candidates (each address and its C{@domain} form)."""
+        return self._read(lists.select_suppressed, account, list_name, list(addresses))
+
+    def list_suppressed(self, account: str, list_name: str) -> "Deferred[list[Suppression]]":
+        return self._read(_by_account, lists.select_suppressions, account, list_name).addCallback(
+            lambda rows: [Suppression(*row) for row in rows])
+
+    def count_soft_bounce(self, account: str, address: str) -> "Deferred[int]":
+        return self._write(_by_account, lists.count_soft_bounce, account, address.lower())
+
+    def clear_soft_bounces(self, account: str, address: str) -> "Deferred[None]":
+        return self._write(_by_account, lists.delete_soft_bounces, account, address.lower())
+
+    # ISendLog
+
+    def record_send(self, message_id: str, account: str, recipients: Sequence[str], at: float) -> "Deferred[None]":
+        """Fails with InputError for an unknown account, recording nothing."""
+        return self._write(_by_account, lists.insert_sends, account, message_id, list(recipients), at)
+
+    def find_send(self, message_id: str, index: int) -> "Deferred[tuple[str, str] | None]":
+        """The account comes back as its stored name, whatever case C{record_send} was given."""
+        return self._read(lists.select_send, message_id, index)
 
     # IStore
 

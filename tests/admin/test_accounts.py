@@ -6,12 +6,14 @@ import os
 from typing import Any
 from ipaddress import IPv4Network, IPv6Network
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from jangotw.admin.accounts import AccountAdmin, check_account_name, parse_from_address, parse_network
 from jangotw.errors import InputError
+from jangotw.model import AccountSettings
 from jangotw.store.sqlite import SQLiteStore, open_sqlite_store
 
 STRONG = "violet harbour tractor whisper"
@@ -101,7 +103,7 @@ class AccountAdminTests(TestCase):
         self.assertEqual([entry["name"] for entry in listed], ["alice", "bob"])
         shown = await admin.show_account("ALICE")
         self.assertEqual(shown["name"], "alice")
-        self.assertEqual(shown["settings"], {"restrict_from": False, "manager_email": ""})
+        self.assertEqual(shown["settings"], attrs.asdict(AccountSettings()))
         self.assertEqual((shown["ips"], shown["from"]), (["192.0.2.0/24"], ["@example.com"]))
         self.assertEqual(json.loads(json.dumps(shown)), shown)
 

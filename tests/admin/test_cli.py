@@ -10,15 +10,18 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import attrs
+
 import jangotw
+from jangotw.model import AccountSettings
 from jangotw.admin.cli import CONFIG_ENV, DEFAULT_CONFIG, build_parser
 
 STRONG = "violet harbour tractor whisper"
 _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(jangotw.__file__)))
 
 
-class CommandLineTests(TestCase):
-    """The console script's commands, output and exit statuses."""
+class CommandLineTestCase(TestCase):
+    """Runs the console script against a configuration in a temporary directory."""
 
     def setUp(self) -> None:
         self.directory = os.path.abspath(self.mktemp())
@@ -55,6 +58,10 @@ class CommandLineTests(TestCase):
     async def add_alice(self) -> None:
         await self.ok("account", "add", "alice", "--no-password")
 
+
+class CommandLineTests(CommandLineTestCase):
+    """The console script's commands, output and exit statuses."""
+
     # accounts
 
     async def test_add_list_show(self) -> None:
@@ -66,7 +73,7 @@ class CommandLineTests(TestCase):
                          [("alice", False, True)])
         shown = await self.ok_json("account", "show", "ALICE")
         self.assertEqual((shown["name"], shown["ips"], shown["from"]), ("alice", [], []))
-        self.assertEqual(shown["settings"], {"restrict_from": False, "manager_email": ""})
+        self.assertEqual(shown["settings"], attrs.asdict(AccountSettings()))
         text = await self.ok("account", "show", "alice")
         self.assertIn("account:  alice", text)
         self.assertIn("password: set", text)
