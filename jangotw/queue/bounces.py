@@ -57,7 +57,12 @@ class BouncedRecipient(NamedTuple):
 
 @frozen
 class BounceReport:
-    """The classification of one message, with the recipients it reports (DSN order, else sorted)."""
+    """The classification of one message, with the recipients it reports.
+
+    From an RFC 3464 report: every recipient block in report order, failed or
+    not (judge each by its status). From flufl.bounce: the failed addresses,
+    sorted, with no status or diagnostic.
+    """
 
     kind: BounceKind
     recipients: tuple[BouncedRecipient, ...] = ()
@@ -83,6 +88,9 @@ def classify(message: bytes) -> BounceReport:
     """Classify the raw message C{message} that arrived at a bounce address."""
     try:
         return _classify(message)
+    except RecursionError:  # the stdlib parser recurses once per level of MIME nesting
+        log.warn("bounce nested too deeply to read; message treated as unknown")
+        return _UNKNOWN
     except Exception:  # boundary: hostile input must not stop the bounce processor
         log.failure("bounce classification failed; message treated as unknown")
         return _UNKNOWN
@@ -255,7 +263,7 @@ def _detected(message: Message) -> BounceReport:
 
 
 def _for_detectors(message: Message) -> Message:
-    """C{message} with its fields made plain text that flufl.bounce's detectors can handle.
+    """C{message}, changed in place, with fields that flufl.bounce's detectors can handle.
 
     They call string methods on field values, where compat32 gives a Header
     object for 8-bit bytes, and fail on a From field that holds no address,

@@ -15,7 +15,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from email.headerregistry import Address
-from email.message import EmailMessage, Message, MIMEPart
+from email.message import Message, MIMEPart
 from email.parser import BytesHeaderParser
 from email.policy import SMTP, compat32
 from email.utils import format_datetime
@@ -51,9 +51,10 @@ def build_dsn(
 ) -> bytes:
     """The notice for C{record}'s sender about C{failed} and C{delayed} recipients, as bytes to send.
 
-    The caller sends it with the null reverse-path C{MAIL FROM:<>} (RFC 5321
-    section 4.5.5), so nothing ever answers a notice with another notice, to
-    the original envelope sender alone. Lines end in CRLF and are 7-bit.
+    The caller sends it to the original envelope sender alone, with the null
+    reverse-path C{MAIL FROM:<>} (RFC 5321 section 4.5.5) so that no notice
+    is ever answered by another. Lines end in CRLF and are 7-bit. Pure but for
+    the random part of its Message-ID.
 
     The Diagnostic-Code of each recipient is C{smtp; <code> <enhanced> <text>}
     with the lines of a multi-line reply joined by single spaces (a field
@@ -75,7 +76,7 @@ def build_dsn(
     if not sender:
         raise ValueError(f"message {record.message_id} has the null reverse-path; it gets no notice")
 
-    report = EmailMessage(policy=_POLICY)
+    report = MIMEPart(policy=_POLICY)
     report["From"] = Address("Mail Delivery System", addr_spec=postmaster)
     report["To"] = sender
     report["Subject"] = FAILED_SUBJECT if failed else DELAYED_SUBJECT
@@ -86,6 +87,7 @@ def build_dsn(
         report["In-Reply-To"] = original_id
         report["References"] = original_id
     report["Auto-Submitted"] = "auto-replied"
+    report["MIME-Version"] = "1.0"
     report.set_content(_explanation(record, failed, delayed, reporting_mta, arrival, postmaster))
     report.make_mixed()
     report.set_type("multipart/report")
@@ -153,18 +155,14 @@ def _explanation(
         f"For help, write to <{postmaster}> and include this notice.",
         "",
         f"Queue ID: {record.message_id}",
-        f"Received: {_date(arrival)}",
+        f"Accepted: {_date(arrival)}",
         "",
     ]
     if failed:
         lines += ["Delivery failed permanently to these recipients; it will not be retried:", ""]
         lines += _recipient_lines(failed, reporting_mta)
     if delayed:
-        lines += [
-            "Delivery to these recipients has been delayed; delivery will be retried,",
-            "and you will be told again if it is given up:",
-            "",
-        ]
+        lines += ["Delivery to these recipients has been delayed; it will be retried:", ""]
         lines += _recipient_lines(delayed, reporting_mta)
     return "\n".join(lines)
 
@@ -203,7 +201,7 @@ def _status_part(
     per_message["Reporting-MTA"] = f"dns; {reporting_mta}"
     per_message["X-Jangotw-Queue-ID"] = record.message_id
     per_message["Arrival-Date"] = _date(arrival)
-    blocks = [per_message]
+    blocks: list[Message | str] = [per_message]
     for action, results, fallback in (("failed", failed, "5.0.0"), ("delayed", delayed, "4.0.0")):
         for result in results:
             block = Message(policy=_POLICY)

@@ -64,11 +64,11 @@ class BounceMailbox:
         if sent is None:
             return "ignored: unknown message"
         account, address = sent
-        diagnostic = next((detail[2] for detail in report.recipients if detail[2]), "") or report.kind
+        diagnostic = next((detail.diagnostic for detail in report.recipients if detail.diagnostic), "") or report.kind.value
         if report.kind == "hard":
             await hard_bounce(self.store, account, address, f"asynchronous bounce: {diagnostic}")
             return f"hard bounce: {address} added to the Bounce list of {account}"
         if report.kind == "soft":
             count = await soft_bounce(self.store, account, address, diagnostic)
             return f"soft bounce {count} for {address} of {account}"
-        return f"{report.kind}: not a bounce, nothing changed"
+        return f"{report.kind.value}: not a bounce, nothing changed"
