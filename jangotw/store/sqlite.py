@@ -381,9 +381,21 @@ def _prepare_connection(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA foreign_keys = ON")
 
 
+_WAL_ATTEMPTS = 3
+
+
 def _prepare_writer(connection: sqlite3.Connection) -> None:
     _prepare_connection(connection)
-    (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+    for attempt in range(1, _WAL_ATTEMPTS + 1):
+        try:
+            (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            break
+        except sqlite3.OperationalError as error:
+            # Two connections switching a new file to WAL at once can deadlock on
+            # their shared locks; SQLite then fails one at once, without the busy
+            # handler. Once it has let go, trying again waits in the handler.
+            if attempt == _WAL_ATTEMPTS or "locked" not in str(error):
+                raise
     if str(mode).lower() != "wal":
         raise sqlite3.OperationalError(f"cannot use WAL journal mode (got {mode!r})")
 

@@ -15,11 +15,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
 from jangotw.admin.certificate import write_self_signed
 from jangotw.config import Config, parse_config
 from jangotw.service import RelayService
+from jangotw.spool.writer import Spool
 
 T = TypeVar("T")
 
@@ -122,15 +124,17 @@ _QUEUED = re.compile(r"2\.0\.0 Ok: queued as ([0-9A-Z]{16,20})\b")
 
 
 def transaction(client: smtplib.SMTP, sender: str, recipients: list[str], message: bytes) -> str:
-    """MAIL, RCPT, DATA on an open smtplib client; the queue id from the final 250."""
-    code, text = client.mail(sender)
-    assert code == 250, (code, text)
+    """(EHLO,) MAIL, RCPT, DATA on an open smtplib client; the queue id from the final 250."""
+    def accepted(command: str, reply: tuple[int, bytes]) -> bytes:
+        if reply[0] != 250:
+            raise AssertionError(f"{command} refused: {reply[0]} {reply[1].decode('utf-8', 'replace')}")
+        return reply[1]
+
+    client.ehlo_or_helo_if_needed()
+    accepted("MAIL", client.mail(sender))
     for recipient in recipients:
-        code, text = client.rcpt(recipient)
-        assert code == 250, (code, text)
-    code, text = client.data(message)
-    assert code == 250, (code, text)
-    return queue_id(text)
+        accepted("RCPT", client.rcpt(recipient))
+    return queue_id(accepted("DATA", client.data(message)))
 
 
 class RawSMTP:
@@ -281,13 +285,13 @@ class ProcessTestCase(TestCase):
         document = config_document(self.data_dir, certificate(os.path.abspath("certs")), **sections)
         with open(self.config_path, "w") as handle:
             handle.write(toml(document))
-        self.config = parse_config(document)
+        self.relay_config = parse_config(document)
         await self.admin("account", "add", "shop", "--no-password")
         await self.admin("ip", "add", "shop", "127.0.0.0/8")
         process = TwistdProcess(self.config_path, os.path.join(directory, "twistd.log"))
         self.addCleanup(process.stop)
         ports = await process.start()
-        self.smtp_port = ports[f"smtp:{self.config.smtp.listen[0]}"]
+        self.smtp_port = ports[f"smtp:{self.relay_config.smtp.listen[0]}"]
         return process
 
     async def admin(self, *argv: str) -> str:
@@ -303,3 +307,11 @@ class ProcessTestCase(TestCase):
 
     def smtp(self) -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.smtp_port, local_hostname="client.test", timeout=60)
+
+    def offline_spool(self) -> Spool:
+        """The server's spool opened afresh by this process (as a restarted server would),
+        with its own thread pool, stopped at cleanup."""
+        pool = ThreadPool(minthreads=1, maxthreads=1, name="offline-spool")
+        pool.start()
+        self.addCleanup(pool.stop)
+        return Spool(os.path.join(self.data_dir, "spool"), reactor, reactor, pool)

@@ -1,7 +1,8 @@
 """The behaviour every L{IStore} shares, written once and run against each store.
 
 A test case mixes in L{StoreContractMixin} and defines C{make_store()}, which
-fires with a fresh, empty store and registers a cleanup that closes it.
+fires with a fresh, empty store that tells the time by C{self.clock} and
+registers a cleanup that closes it.
 """
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from ipaddress import ip_address, ip_network
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from jangotw.errors import InputError
-from jangotw.interfaces import IAccountStore, IAuthorisationStore, IStore
-from jangotw.model import Account, AccountSettings
+from jangotw.interfaces import IAccountStore, IAuthorisationStore, ISendLog, IStore, ISuppressionStore
+from jangotw.model import BOUNCE_LIST, UNSUBSCRIBE_LIST, Account, AccountSettings, Suppression
 
 __all__ = ["StoreContractMixin"]
 
@@ -25,6 +27,12 @@ else:
 
 class StoreContractMixin(_Base):
     """Tests of the L{IStore} contract; the concrete test case supplies C{make_store}."""
+
+    clock: Clock
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.clock = Clock()
 
     def make_store(self) -> "Deferred[IStore]":
         raise NotImplementedError("a store test case defines make_store()")
@@ -45,7 +53,7 @@ class StoreContractMixin(_Base):
     async def test_provides_interfaces(self) -> None:
         """The store provides every store interface, with the declared method signatures."""
         store = await self.make_store()
-        for interface in (IStore, IAccountStore, IAuthorisationStore):
+        for interface in (IStore, IAccountStore, IAuthorisationStore, ISuppressionStore, ISendLog):
             self.assertTrue(verifyObject(interface, store))
 
     # -- accounts ----------------------------------------------------------------------
@@ -339,3 +347,168 @@ class StoreContractMixin(_Base):
         found = await store.accounts_for_from("a@example.com")
         self.assertEqual(found, [added])
         self.assertIsInstance(found[0], Account)
+
+    # -- suppression lists -------------------------------------------------------------
+
+    async def test_suppress_new_then_again(self) -> None:
+        """Suppressing reports whether the entry is new; again keeps the first time, replaces the reason."""
+        store = await self.store_with("alice")
+        self.clock.advance(100)
+        self.assertIs(await store.suppress("alice", BOUNCE_LIST, "bob@example.com", "5.1.1 no such user"), True)
+        self.clock.advance(50)
+        self.assertIs(await store.suppress("alice", BOUNCE_LIST, "bob@example.com", "5.2.1 disabled"), False)
+        self.assertEqual(await store.list_suppressed("alice", BOUNCE_LIST),
+                         [Suppression("bob@example.com", BOUNCE_LIST, "5.2.1 disabled", 100.0)])
+
+    async def test_suppress_again_in_other_case(self) -> None:
+        """An entry added again in another case is the same entry, shown as last spelled."""
+        store = await self.store_with("alice")
+        self.assertIs(await store.suppress("alice", BOUNCE_LIST, "bob@example.com", "first"), True)
+        self.clock.advance(10)
+        self.assertIs(await store.suppress("alice", BOUNCE_LIST, " Bob@Example.COM ", "second"), False)
+        self.assertEqual(await store.list_suppressed("alice", BOUNCE_LIST),
+                         [Suppression("Bob@Example.COM", BOUNCE_LIST, "second", 0.0)])
+
+    async def test_suppression_unknown_account_refused(self) -> None:
+        """Every list operation naming an account that does not exist fails with InputError."""
+        store = await self.store_with("alice")
+        for deferred in [
+            store.suppress("bob", BOUNCE_LIST, "x@example.com", "reason"),
+            store.unsuppress("bob", BOUNCE_LIST, "x@example.com"),
+            store.suppressed("bob", BOUNCE_LIST, ["x@example.com"]),
+            store.suppressed("bob", BOUNCE_LIST, []),
+            store.list_suppressed("bob", BOUNCE_LIST),
+            store.count_soft_bounce("bob", "x@example.com"),
+            store.clear_soft_bounces("bob", "x@example.com"),
+            store.record_send("m1", "bob", ["x@example.com"], 1.0),
+        ]:
+            self.assertIn("bob", await self.assert_input_error(deferred))
+        self.assertIsNone(await store.find_send("m1", 0))
+
+    async def test_suppressed_ignores_case(self) -> None:
+        """An entry matches its address in any case, and the address comes back as given."""
+        store = await self.store_with("alice")
+        await store.suppress("alice", BOUNCE_LIST, "Bob@Example.com", "reason")
+        self.assertEqual(await store.suppressed("alice", BOUNCE_LIST, ["bob@example.COM", "carol@example.com"]),
+                         {"bob@example.COM"})
+        self.assertEqual(await store.suppressed("alice", BOUNCE_LIST, ["BOB@EXAMPLE.COM"]), {"BOB@EXAMPLE.COM"})
+
+    async def test_domain_entry(self) -> None:
+        """C{@domain} suppresses every address at that domain, in any case, but not its subdomains."""
+        store = await self.store_with("alice")
+        await store.suppress("alice", UNSUBSCRIBE_LIST, "@Example.com", "whole company")
+        given = ["a@example.com", "B@EXAMPLE.COM", "c@sub.example.com", "d@example.org", "example.com@other.net"]
+        self.assertEqual(await store.suppressed("alice", UNSUBSCRIBE_LIST, given), {"a@example.com", "B@EXAMPLE.COM"})
+
+    async def test_suppressed_nothing_asked(self) -> None:
+        """Asking about no addresses finds none."""
+        store = await self.store_with("alice")
+        await store.suppress("alice", BOUNCE_LIST, "@example.com", "reason")
+        self.assertEqual(await store.suppressed("alice", BOUNCE_LIST, []), set())
+
+    async def test_suppressed_many_addresses(self) -> None:
+        """A batch of well over 500 addresses is checked in full, by address and by domain."""
+        store = await self.store_with("alice")
+        await store.suppress("alice", BOUNCE_LIST, "user7@d7.example", "reason")
+        await store.suppress("alice", BOUNCE_LIST, "user1199@d9.example", "reason")
+        await store.suppress("alice", BOUNCE_LIST, "@d5.example", "reason")
+        given = [f"User{n}@D{n % 10}.example" for n in range(1200)]
+        expected = {"User7@D7.example", "User1199@D9.example"} | {a for a in given if a.endswith("@D5.example")}
+        self.assertEqual(len(expected), 122)
+        self.assertEqual(await store.suppressed("alice", BOUNCE_LIST, given), expected)
+
+    async def test_lists_are_separate(self) -> None:
+        """The bounce and unsubscribe lists, and each account's lists, are independent."""
+        store = await self.store_with("alice", "bob")
+        await store.suppress("alice", BOUNCE_LIST, "x@example.com", "bounced")
+        await store.suppress("bob", UNSUBSCRIBE_LIST, "y@example.com", "unsubscribed")
+        both = ["x@example.com", "y@example.com"]
+        self.assertEqual(await store.suppressed("alice", BOUNCE_LIST, both), {"x@example.com"})
+        self.assertEqual(await store.suppressed("alice", UNSUBSCRIBE_LIST, both), set())
+        self.assertEqual(await store.suppressed("bob", BOUNCE_LIST, both), set())
+        self.assertEqual(await store.suppressed("bob", UNSUBSCRIBE_LIST, both), {"y@example.com"})
+        self.assertEqual(await store.list_suppressed("alice", UNSUBSCRIBE_LIST), [])
+        self.assertEqual(await store.list_suppressed("bob", BOUNCE_LIST), [])
+        self.assertIs(await store.unsuppress("bob", BOUNCE_LIST, "x@example.com"), False)
+        self.assertIs(await store.unsuppress("alice", UNSUBSCRIBE_LIST, "x@example.com"), False)
+        self.assertEqual(await store.suppressed("alice", BOUNCE_LIST, both), {"x@example.com"})
+
+    async def test_unsuppress(self) -> None:
+        """Removing an entry, in any case, reports whether it was there and stops it matching."""
+        store = await self.store_with("alice")
+        await store.suppress("alice", BOUNCE_LIST, "x@example.com", "reason")
+        await store.suppress("alice", BOUNCE_LIST, "@example.org", "reason")
+        self.assertIs(await store.unsuppress("alice", BOUNCE_LIST, "X@EXAMPLE.COM"), True)
+        self.assertIs(await store.unsuppress("alice", BOUNCE_LIST, "x@example.com"), False)
+        self.assertIs(await store.unsuppress("alice", BOUNCE_LIST, "@Example.org"), True)
+        self.assertEqual(await store.suppressed("alice", BOUNCE_LIST, ["x@example.com", "y@example.org"]), set())
+        self.assertEqual(await store.list_suppressed("alice", BOUNCE_LIST), [])
+
+    async def test_list_suppressed_ordered_by_address(self) -> None:
+        """Entries are listed by address ignoring case (domain entries, starting with @, first)."""
+        store = await self.store_with("alice")
+        for address in ("carol@example.com", "Alice@example.com", "@example.net", "bob@example.com"):
+            self.clock.advance(1)
+            await store.suppress("alice", BOUNCE_LIST, address, f"because {address}")
+        self.assertEqual(await store.list_suppressed("alice", BOUNCE_LIST), [
+            Suppression("@example.net", BOUNCE_LIST, "because @example.net", 3.0),
+            Suppression("Alice@example.com", BOUNCE_LIST, "because Alice@example.com", 2.0),
+            Suppression("bob@example.com", BOUNCE_LIST, "because bob@example.com", 4.0),
+            Suppression("carol@example.com", BOUNCE_LIST, "because carol@example.com", 1.0),
+        ])
+
+    # -- soft bounces ------------------------------------------------------------------
+
+    async def test_soft_bounces_counted(self) -> None:
+        """Each soft bounce adds one to the address's count, whatever the address's case."""
+        store = await self.store_with("alice")
+        counts = [await store.count_soft_bounce("alice", address)
+                  for address in ("x@example.com", "X@Example.com", "x@EXAMPLE.COM")]
+        self.assertEqual(counts, [1, 2, 3])
+        self.assertEqual(await store.count_soft_bounce("alice", "y@example.com"), 1)
+
+    async def test_soft_bounces_per_account(self) -> None:
+        """Each account counts its own soft bounces, and clearing one leaves the other."""
+        store = await self.store_with("alice", "bob")
+        await store.count_soft_bounce("alice", "x@example.com")
+        await store.count_soft_bounce("alice", "x@example.com")
+        self.assertEqual(await store.count_soft_bounce("bob", "x@example.com"), 1)
+        self.assertIsNone(await store.clear_soft_bounces("bob", "x@example.com"))
+        self.assertEqual(await store.count_soft_bounce("alice", "x@example.com"), 3)
+        self.assertEqual(await store.count_soft_bounce("bob", "x@example.com"), 1)
+
+    async def test_soft_bounces_cleared(self) -> None:
+        """After a delivery the count starts again from one; clearing an uncounted address is harmless."""
+        store = await self.store_with("alice")
+        await store.count_soft_bounce("alice", "x@example.com")
+        await store.count_soft_bounce("alice", "y@example.com")
+        self.assertIsNone(await store.clear_soft_bounces("alice", "X@example.COM"))
+        self.assertIsNone(await store.clear_soft_bounces("alice", "never@example.com"))
+        self.assertEqual(await store.count_soft_bounce("alice", "x@example.com"), 1)
+        self.assertEqual(await store.count_soft_bounce("alice", "y@example.com"), 2)
+
+    # -- send log ----------------------------------------------------------------------
+
+    async def test_send_log_round_trip(self) -> None:
+        """Each recipient is found by message id and index, with the account's stored name."""
+        store = await self.store_with("Alice")
+        recipients = ["x@example.com", "Y@example.org"]
+        self.assertIsNone(await store.record_send("msg-1", "alice", recipients, 1000.0))
+        self.assertEqual(await store.find_send("msg-1", 0), ("Alice", "x@example.com"))
+        self.assertEqual(await store.find_send("msg-1", 1), ("Alice", "Y@example.org"))
+
+    async def test_send_log_unknown(self) -> None:
+        """An unknown message id or an index past (or before) the recipients is None."""
+        store = await self.store_with("alice")
+        await store.record_send("msg-1", "alice", ["x@example.com"], 1000.0)
+        for message_id, index in [("msg-1", 1), ("msg-1", -1), ("msg-1", 2 ** 64), ("msg-2", 0), ("MSG-1", 0)]:
+            self.assertIsNone(await store.find_send(message_id, index), (message_id, index))
+
+    async def test_send_log_per_message(self) -> None:
+        """Messages of different accounts keep their own recipients."""
+        store = await self.store_with("alice", "bob")
+        await store.record_send("msg-1", "alice", ["x@example.com"], 1000.0)
+        await store.record_send("msg-2", "bob", ["y@example.com", "z@example.com"], 1001.0)
+        self.assertEqual(await store.find_send("msg-1", 0), ("alice", "x@example.com"))
+        self.assertEqual(await store.find_send("msg-2", 0), ("bob", "y@example.com"))
+        self.assertEqual(await store.find_send("msg-2", 1), ("bob", "z@example.com"))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from jangotw.interfaces import IStore
@@ -13,4 +12,4 @@ from .contract import StoreContractMixin
 
 class MemoryStoreContractTests(StoreContractMixin, TestCase):
     def make_store(self) -> "Deferred[IStore]":
-        return succeed(MemoryStore(Clock()))
+        return succeed(MemoryStore(self.clock))

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from typing import TYPE_CHECKING
 from ipaddress import ip_network
 
+import attrs
+
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from jangotw.interfaces import IStore
+from jangotw.model import BOUNCE_LIST, Suppression
 from jangotw.store.schema import MIGRATIONS, SCHEMA_VERSION, _statements, migrate
 from jangotw.store.sqlite import SQLiteStore, open_sqlite_store
 
@@ -42,7 +47,10 @@ class SQLiteContractTests(SQLiteFileMixin, StoreContractMixin, TestCase):
     """SQLiteStore keeps the store contract."""
 
     def make_store(self) -> "Deferred[IStore]":
-        return Deferred.fromCoroutine(self.open())
+        async def opened() -> IStore:
+            store = await self.open()
+            return attrs.evolve(store, clock=self.clock)  # same pools, closed by open()'s cleanup
+        return Deferred.fromCoroutine(opened())
 
 
 class SQLiteFileTests(SQLiteFileMixin, TestCase):
@@ -89,6 +97,33 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
         self.assertEqual(await second.list_ips("alice"), ["100.0.0.0/8"])
         self.assertEqual(await second.list_from("alice"), ["@example.com"])
         self.assertEqual(await self.user_version(second), SCHEMA_VERSION)
+
+    async def test_migrates_version_1(self) -> None:
+        """A file at schema version 1 is brought to the newest version, keeping its accounts,
+        and the suppression lists, soft-bounce counts and send log then work."""
+        path = self.db_path()
+        os.makedirs(os.path.dirname(path))
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            self.assertEqual(migrate(connection.cursor(), MIGRATIONS[:1]), (0, 1))
+            connection.execute("INSERT INTO account (name, password_hash, created) VALUES ('Alice', 'hash', 5.0)")
+            connection.execute("INSERT INTO account_from (account_id, address) VALUES (1, '@example.com')")
+        finally:
+            connection.close()
+        store = await self.open(path)
+        self.assertEqual(await self.user_version(store), SCHEMA_VERSION)
+        self.assertEqual(SCHEMA_VERSION, 2)
+        account = await store.get_account("alice")
+        assert account is not None
+        self.assertEqual((account.name, account.password_hash, account.created), ("Alice", "hash", 5.0))
+        self.assertEqual(await store.list_from("alice"), ["@example.com"])
+        store = attrs.evolve(store, clock=Clock())
+        self.assertTrue(await store.suppress("alice", BOUNCE_LIST, "x@example.com", "5.1.1"))
+        self.assertEqual(await store.list_suppressed("alice", BOUNCE_LIST),
+                         [Suppression("x@example.com", BOUNCE_LIST, "5.1.1", 0.0)])
+        self.assertEqual(await store.count_soft_bounce("alice", "y@example.com"), 1)
+        await store.record_send("msg-1", "alice", ["z@example.com"], 9.0)
+        self.assertEqual(await store.find_send("msg-1", 0), ("Alice", "z@example.com"))
 
     async def test_simultaneous_first_opens(self) -> None:
         """Two stores opening a new file at once (server and CLI) migrate it exactly once."""

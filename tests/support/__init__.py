@@ -1,0 +1,1 @@
+"""Shared test fixtures: a loopback DNS server and a scriptable capture SMTP server."""
