@@ -128,6 +128,8 @@ class DeliveryConfig:
                                             "system resolver.", _host_ports)
     bounce_domain: str = _key("", "Domain of VERP return paths; bounces to it are accepted "
                                   "without relay authorisation.")
+    hold: bool = _key(False, "Accept and spool mail but start no deliveries (maintenance, or draining "
+                             "a node); set false and restart to release the queue.")
     max_active: int = _key(200, "Delivery attempts in progress at once, in total.", _at_least(1))
     max_per_destination: int = _key(20, "Delivery attempts in progress at once to one destination "
                                         "domain (or to relay_host).", _at_least(1))

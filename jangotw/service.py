@@ -31,6 +31,19 @@ from .ingress.gate import Gate
 from .ingress.session import SessionSettings, SMTPSession
 from .ingress.tls import server_tls_options
 from .interfaces import IStore
+from .model import SpoolRecord
+from .outbound.client import SMTPDeliverer
+from .outbound.mx import MailExchangers, make_resolver
+from .outbound.pool import ConnectionPool as OutboundPool
+from .queue.control import ControlRequests
+from .queue.local import BounceMailbox
+from .queue.manager import QueueManager
+from .queue.notices import Notices
+from .queue.poller import ControlPoller
+from .queue.routing import Router
+from .queue.state import RetryPolicy
+from .queue.verp import VerpSigner, load_or_create_secret
+from .spool.journal import DeliveryJournal
 from .spool.writer import Spool
 from .store.opening import open_store
 
@@ -65,6 +78,7 @@ class RelayService(MultiService):
         )
         self.spool = Spool(os.path.join(config.server.data_dir, "spool"), reactor, reactor, self.spool_pool)
         self.store: IStore | None = None
+        self.deliverer: SMTPDeliverer | None = None
         self.ready: Deferred[None] = Deferred()  # fires once every listener listens
 
     def listening(self, name: str) -> IListeningPort:
@@ -82,6 +96,7 @@ class RelayService(MultiService):
         self.store = await open_store(self.reactor, self.config)
         queued = await self.spool.recover()
         log.info("spool holds {count} message(s) awaiting delivery", count=len(queued))
+        self.queue = await self._start_queue(self.store, queued)
         gate = self._build_gate(self.store)
         limiter = ConnectionLimiter(self.config.smtp.max_connections, self.config.smtp.max_connections_per_ip)
         for description in self.config.smtp.listen:
@@ -115,13 +130,57 @@ class RelayService(MultiService):
             normalise_bare_newlines=smtp.bare_newline == "normalise",
             auth_requires_tls=smtp.auth_requires_tls,
         )
-        spool, reactor = self.spool, self.reactor
+        spool, reactor, queue = self.spool, self.reactor, self.queue
         tls = None if implicit_tls else self.tls_options
 
         def build() -> SMTPSession:
-            return SMTPSession(gate, spool, settings, reactor, tls, implicit_tls)
+            return SMTPSession(gate, spool, settings, reactor, tls, implicit_tls, on_queued=queue.enqueue)
 
         return SMTPFactory(build, limiter, self.config.server.hostname)
+
+    async def _start_queue(self, store: IStore, queued: list[SpoolRecord]) -> QueueManager:
+        """The delivery side: outbound client, bounce mailbox, queue manager, admin requests."""
+        config, reactor = self.config, self.reactor
+        delivery, hostname = config.delivery, config.server.hostname
+        secret = await deferToThreadPool(reactor, self.spool_pool, load_or_create_secret,
+                                         os.path.join(config.server.data_dir, "secrets", "verp.key"))
+        signer = VerpSigner(secret)
+        self.deliverer = SMTPDeliverer(
+            reactor=reactor,
+            mail_exchangers=MailExchangers(make_resolver(delivery.dns_servers, reactor)),
+            helo_name=hostname,
+            mx_port=delivery.mx_port,
+            relay_host=delivery.relay_host,
+            pool=OutboundPool(reactor),
+        )
+        bounce_domain = delivery.bounce_domain.lower()
+        queue = QueueManager(
+            clock=reactor,
+            spool=self.spool,
+            journal=DeliveryJournal(self.spool.layout, reactor, self.spool_pool),
+            deliverer=self.deliverer,
+            store=store,
+            notices=Notices(self.spool, reactor, hostname),
+            router=Router(bounce_domain=bounce_domain,
+                          held_domains=frozenset(d.lower() for d in (config.initiation.domain,
+                                                                     *config.smtp.local_domains) if d),
+                          smarthost=bool(delivery.relay_host)),
+            deliver_locally=BounceMailbox(self.spool, store, signer).deliver,
+            return_path=(lambda record, index: signer.return_path(record.message_id, index, bounce_domain))
+            if bounce_domain else None,
+            policy=RetryPolicy(delivery.retry_base, delivery.retry_max, delivery.max_queue_lifetime),
+            max_active=delivery.max_active,
+            max_per_destination=delivery.max_per_destination,
+            hold=delivery.hold,
+        )
+        queue.setName("queue")
+        queue.setServiceParent(self)
+        await queue.recover(queued)
+        poller = ControlPoller(reactor, reactor, self.spool_pool,
+                               ControlRequests(os.path.join(self.spool.root, "control")), queue)
+        poller.setName("queue-control")
+        poller.setServiceParent(self)
+        return queue
 
     def _build_gate(self, store: IStore) -> Gate:
         hasher = PasswordHasher()
@@ -150,6 +209,8 @@ class RelayService(MultiService):
         stopped = super().stopService()
 
         async def release(_: object) -> None:
+            if self.deliverer is not None:
+                await self.deliverer.close()
             if self.store is not None:
                 await self.store.close()
             for pool in (self.cpu_pool, self.spool_pool):

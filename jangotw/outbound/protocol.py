@@ -541,7 +541,7 @@ def _describe(reason: Failure) -> str:
                    if isinstance(part, tuple) and len(part) == 3 and part[2]]
         return "TLS handshake failed: " + (", ".join(details) or "unknown TLS error")
     if isinstance(error, VerificationError):  # the certificate names another host
-        return f"TLS certificate does not match the host name ({error})"
+        return "TLS certificate does not match the host name"
     if isinstance(error, ConnectionDone):
         return "connection closed by the server"
     return f"connection lost ({type(error).__name__}: {error})" if str(error) else f"connection lost ({type(error).__name__})"

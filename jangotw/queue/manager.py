@@ -66,6 +66,7 @@ class QueueManager(Service):
     max_active: int = 200
     max_per_destination: int = 20
     stop_timeout: float = 10.0
+    hold: bool = False  # spool everything, deliver nothing ([delivery] hold)
     _messages: dict[str, MessageState] = field(factory=dict, init=False)
     _ready: dict[str, deque[str]] = field(factory=dict, init=False)
     _scheduled: set[tuple[str, str]] = field(factory=set, init=False)  # (message id, destination) ready or active
@@ -156,7 +157,7 @@ class QueueManager(Service):
     # -- scheduling ----------------------------------------------------------
 
     def _schedule(self, state: MessageState) -> None:
-        if self._stopping:
+        if self._stopping or self.hold:
             return
         message_id = state.record.message_id
         now = self.clock.seconds()

@@ -122,6 +122,7 @@ def load_or_create_secret(path: str) -> bytes:
     except FileNotFoundError:
         pass
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=".verp-secret-", dir=directory)
     try:
         with os.fdopen(descriptor, "wb") as handle:

@@ -51,6 +51,9 @@ def config_document(data_dir: str, cert: tuple[str, str], **sections: dict[str, 
         "server": {"hostname": "relay.test", "data_dir": data_dir},
         "smtp": {"listen": ["tcp:0:interface=127.0.0.1"], "tls_listen": ["tcp:0:interface=127.0.0.1"]},
         "tls": {"certificate": cert[0], "key": cert[1]},
+        # Ingress tests look at the spool: keep mail there. Delivery tests override both keys;
+        # no query ever leaves loopback (nothing listens on port 1).
+        "delivery": {"hold": True, "dns_servers": ["127.0.0.1:1"]},
     }
     for name, values in sections.items():
         document.setdefault(name, {}).update(values)

@@ -262,3 +262,14 @@ class AdminTests(QueueTestCase):
         self.assertFalse(self.in_spool(record))
         self.clock.advance(DAY)
         self.assertEqual(len(self.deliverer.calls), 1)
+
+
+class HoldTests(QueueTestCase):
+    def test_hold_spools_but_never_delivers(self) -> None:
+        """[delivery] hold: messages wait in the spool; nothing is attempted, even on retry requests."""
+        self.manager = self.make_manager(hold=True)
+        record = self.queue("you@remote.test")
+        self.manager.retry_now()
+        self.clock.advance(DAY)
+        self.assertEqual(self.deliverer.calls, [])
+        self.assertTrue(self.in_spool(record))

@@ -1,0 +1,702 @@
+# -*- test-case-name: tests.outbound.test_client -*-
+"""Deliver one message to its recipients' mail exchangers, or to a smarthost, over ESMTP.
+
+The queue hands over an L{OutboundMessage}; this finds the next hop
+(L{MailExchangers}, or the configured C{relay_host}), tries its addresses in
+order until one answers with a 2xx greeting, says EHLO (HELO if that is
+refused), upgrades with STARTTLS when offered (RFC 3207; required, with a
+verified certificate, for the domains in C{require_verified_tls}), checks SIZE
+(RFC 1870), 8BITMIME (RFC 6152) and SMTPUTF8 (RFC 6531) before sending
+anything, pipelines MAIL and RCPT when allowed (RFC 2920), streams the body,
+and parks the session in the L{ConnectionPool} for the next message.
+
+Every outcome becomes one L{RecipientResult} per recipient carrying the remote
+server's own reply; C{deliver} never fails. One log event per attempt records
+the queue id, recipient count, host, TLS, reply and duration.
+"""
+from __future__ import annotations
+
+import base64
+import ipaddress
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Iterable
+
+import attrs
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectError, ConnectionRefusedError
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.ssl import CertificateOptions, TLSVersion, optionsForClientTLS, platformTrust
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..errors import PermanentError, TemporaryError
+from ..interfaces import IDeliverer
+from ..model import OutboundMessage, RecipientResult, RecipientStatus
+from .mx import MailExchangers
+from .pool import ConnectionPool, PoolKey
+from .protocol import Reply, SMTPClient, SMTPClientError, Timeouts, TLSFailure
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot  # what platformTrust() returns
+
+__all__ = ["SMTPDeliverer"]
+
+log = Logger()
+
+DELIVERED = RecipientStatus.DELIVERED
+DEFERRED = RecipientStatus.DEFERRED
+FAILED = RecipientStatus.FAILED
+
+_OPPORTUNISTIC = "opportunistic"
+
+
+class _DeliveryReactor(IReactorTCP, IReactorTime):
+    """What delivery needs from a reactor: outgoing TCP connections and a clock."""
+
+
+# -- values ------------------------------------------------------------------------
+
+
+@define(eq=False)
+class _Session:
+    """One greeted ESMTP session, what the server offered, and where it may be pooled."""
+
+    client: SMTPClient
+    host: str
+    ip: str
+    port: int
+    key: PoolKey
+    extensions: dict[str, str] = field(factory=dict)
+    uses: int = 0
+
+    @property
+    def remote(self) -> str:
+        return _remote(self.host, self.ip, self.port)
+
+    @property
+    def tls(self) -> str:
+        return self.client.tls_version
+
+    @property
+    def usable(self) -> bool:
+        return self.client.usable
+
+    def quit(self) -> "Deferred[None]":
+        return self.client.quit()
+
+    def when_closed(self) -> "Deferred[None]":
+        return self.client.when_closed()
+
+
+class _HostFailure(Exception):
+    """One host could not take the message; the next one is tried.
+
+    C{kind}: connect, dns, reply (greeting/HELO refused), tls, auth or session.
+    """
+
+    def __init__(self, remote: str, kind: str, code: int, enhanced: str, text: str) -> None:
+        super().__init__(f"{remote}: {text}")
+        self.remote = remote
+        self.kind = kind
+        self.code = code
+        self.enhanced = enhanced
+        self.text = text
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+
+class _PlaintextRetry(Exception):
+    """Opportunistic TLS failed in the handshake: reconnect to the same address without it."""
+
+
+class _Stale(Exception):
+    """A pooled session turned out dead before its first reply."""
+
+
+@frozen
+class _Route:
+    """Where one destination's mail may go, in order, and how it must be protected."""
+
+    destination: str
+    port: int
+    candidates: tuple[tuple[str, str], ...]  # (host name, address)
+    verify: bool  # TLS with a certificate verified for the host name is required
+    failures: tuple[_HostFailure, ...] = ()  # hosts without a usable address
+
+
+@define
+class _Attempt:
+    """What the log event of one delivery attempt reports."""
+
+    started: float
+    destination: str
+    host: str = ""
+    remote: str = ""
+    tls: str = ""
+    reused: bool = False
+
+
+@frozen
+class _Settled:
+    """A failed pipelined reply, held as a value so that no failure goes unhandled."""
+
+    failure: Failure
+
+
+# -- the deliverer -------------------------------------------------------------------
+
+
+def _domains(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(name.strip().lower().rstrip(".") for name in names)
+
+
+@implementer(IDeliverer)
+@define
+class SMTPDeliverer:
+    """Delivers messages over ESMTP to MX hosts or a smarthost; see the module docstring.
+
+    C{relay_host} (C{"host:port"}) sends everything there, skipping MX
+    lookups; C{relay_auth} (user, password) is sent to it with AUTH PLAIN,
+    and only over TLS. C{require_verified_tls} names recipient domains (or,
+    with a smarthost, the relay's host name) whose connections must use TLS
+    with a certificate valid for the MX host name under C{trust_root} (the
+    platform's trust store by default); elsewhere STARTTLS is opportunistic,
+    TLS 1.2 or newer, unverified (RFC 7435).
+    """
+
+    reactor: _DeliveryReactor
+    mail_exchangers: MailExchangers
+    helo_name: str
+    mx_port: int = 25
+    relay_host: str = ""
+    relay_auth: tuple[str, str] | None = field(default=None, repr=False)
+    require_verified_tls: frozenset[str] = field(default=frozenset(), converter=_domains)
+    pool: ConnectionPool = field()
+    timeouts: Timeouts = Timeouts()
+    trust_root: IOpenSSLTrustRoot | None = None
+    max_addresses: int = 10  # addresses tried per destination and attempt
+    _sessions: set[_Session] = field(factory=set, init=False)
+    _running: int = field(default=0, init=False)
+    _quiet: list[Deferred[None]] = field(factory=list, init=False)  # waiting for _running to reach 0
+    _closing: bool = field(default=False, init=False)
+    _opportunistic: CertificateOptions | None = field(default=None, init=False)
+
+    @pool.default
+    def _default_pool(self) -> ConnectionPool:
+        return ConnectionPool(clock=self.reactor)
+
+    def deliver(self, message: OutboundMessage) -> "Deferred[list[RecipientResult]]":
+        """Attempt delivery to every recipient; fires with one result per recipient, in order.
+
+        Never fails: DNS, connection, TLS and protocol problems become
+        DEFERRED or FAILED results, and a crash here becomes DEFERRED 451 4.3.0.
+        """
+        return Deferred.fromCoroutine(self._deliver(message))
+
+    def close(self) -> "Deferred[None]":
+        """Stop delivering: later calls are deferred at once, idle sessions get QUIT.
+
+        Deliveries in progress finish (bounded by the protocol timeouts) and
+        then close their sessions. Fires once every connection this deliverer
+        opened is closed; never fails.
+        """
+        self._closing = True
+        return Deferred.fromCoroutine(self._close())
+
+    async def _close(self) -> None:
+        await self.pool.close()
+        if self._running:
+            quiet: Deferred[None] = Deferred()
+            self._quiet.append(quiet)
+            await quiet
+        remaining = [session.when_closed() for session in list(self._sessions)]
+        if remaining:
+            await gatherResults(remaining, consumeErrors=True)
+
+    # -- one message ---------------------------------------------------------------
+
+    async def _deliver(self, message: OutboundMessage) -> list[RecipientResult]:
+        if not message.recipients:
+            return []
+        if self._closing:
+            return _everyone(message.recipients, DEFERRED, 451, "4.3.2", "delivery is shutting down; will retry")
+        self._running += 1
+        try:
+            return await self._deliver_all(message)
+        finally:
+            self._running -= 1
+            if not self._running:
+                quiet, self._quiet = self._quiet, []
+                for waiter in quiet:
+                    waiter.callback(None)
+
+    async def _deliver_all(self, message: OutboundMessage) -> list[RecipientResult]:
+        results: dict[int, RecipientResult] = {}
+        for destination, indexes in self._destinations(message):
+            part = attrs.evolve(message, recipients=tuple(message.recipients[index] for index in indexes))
+            attempt = _Attempt(started=self.reactor.seconds(), destination=destination)
+            try:
+                outcome = await self._deliver_to(destination, part, attempt)
+            except Exception:
+                log.failure("delivery of {message_id} to {destination} crashed",
+                            message_id=message.message_id, destination=destination)
+                outcome = _everyone(part.recipients, DEFERRED, 451, "4.3.0",
+                                    "local error in delivery; will retry", remote=attempt.remote)
+            self._log(part, attempt, outcome)
+            results.update(zip(indexes, outcome))
+        return [results[index] for index in range(len(message.recipients))]
+
+    def _destinations(self, message: OutboundMessage) -> list[tuple[str, list[int]]]:
+        """Recipients grouped by next hop: all at once for a smarthost, else per domain."""
+        if self.relay_host:
+            return [(self.relay_host, list(range(len(message.recipients))))]
+        groups: dict[str, list[int]] = {}
+        for index, recipient in enumerate(message.recipients):
+            groups.setdefault(recipient.rpartition("@")[2].lower().rstrip("."), []).append(index)
+        return list(groups.items())
+
+    async def _deliver_to(self, destination: str, message: OutboundMessage,
+                          attempt: _Attempt) -> list[RecipientResult]:
+        if not destination:
+            return _everyone(message.recipients, FAILED, 550, "5.1.3", "the recipient address has no domain")
+        try:
+            route = await self._route(destination)
+        except PermanentError as error:
+            return _everyone(message.recipients, FAILED, 550, "5.1.2", str(error))
+        except TemporaryError as error:
+            return _everyone(message.recipients, DEFERRED, 451, "4.4.3", str(error))
+        for host, ip in route.candidates:
+            pooled = self.pool.take(self._key(route, host, ip))
+            if pooled is None:
+                continue
+            session: _Session = pooled  # type: ignore[assignment]
+            try:
+                return await self._transaction(session, message, attempt, reused=True)
+            except _Stale as stale:
+                log.info("reused connection to {remote} was dead ({reason}); connecting afresh",
+                         remote=session.remote, reason=str(stale))
+                session.client.abort()
+                break
+        failures = list(route.failures)
+        for host, ip in route.candidates:
+            try:
+                session = await self._connect(route, host, ip, attempt)
+            except _HostFailure as failure:
+                log.info("{remote} not used for {message_id}: {problem}", remote=failure.remote,
+                         message_id=message.message_id, problem=failure.text)
+                failures.append(failure)
+                continue
+            return await self._transaction(session, message, attempt, reused=False)
+        return self._unreachable(message, route, failures, attempt)
+
+    async def _route(self, destination: str) -> _Route:
+        if self.relay_host:
+            host, port = _split_host_port(self.relay_host)
+            verify = host.lower() in self.require_verified_tls
+            if _is_address(host):
+                return _Route(host, port, ((host, host),), verify)
+            try:
+                addresses = await self.mail_exchangers.addresses(host)
+            except PermanentError as error:  # a smarthost that does not resolve is our mistake: never bounce
+                raise TemporaryError(f"relay host {error}") from None
+            if not addresses:
+                raise TemporaryError(f"relay host {host} has no address")
+            return _Route(host, port, tuple((host, address) for address in addresses[: self.max_addresses]), verify)
+        verify = destination in self.require_verified_tls
+        if destination.startswith("[") and destination.endswith("]"):  # an address literal, RFC 5321 4.1.3
+            literal = destination[1:-1]
+            literal = literal[5:] if literal.lower().startswith("ipv6:") else literal
+            if not _is_address(literal):
+                raise PermanentError(f"{destination}: not a valid address literal")
+            return _Route(destination, self.mx_port, ((literal, literal),), verify)
+        hosts = await self.mail_exchangers.lookup(destination)
+        candidates: list[tuple[str, str]] = []
+        failures: list[_HostFailure] = []
+        for host in hosts:
+            try:
+                addresses = await self.mail_exchangers.addresses(host)
+            except PermanentError as error:
+                failures.append(_HostFailure(host, "dns", 550, "5.4.4", _without_prefix(str(error), host)))
+                continue
+            except TemporaryError as error:
+                failures.append(_HostFailure(host, "dns", 451, "4.4.3", _without_prefix(str(error), host)))
+                continue
+            if not addresses:
+                failures.append(_HostFailure(host, "dns", 550, "5.4.4", "the host has no address records"))
+            candidates += [(host, address) for address in addresses]
+        return _Route(destination, self.mx_port, tuple(candidates[: self.max_addresses]), verify, tuple(failures))
+
+    def _key(self, route: _Route, host: str, ip: str) -> PoolKey:
+        return PoolKey(ip, route.port, f"verified:{host.lower()}" if route.verify else _OPPORTUNISTIC)
+
+    # -- one session -----------------------------------------------------------------
+
+    async def _connect(self, route: _Route, host: str, ip: str, attempt: _Attempt,
+                       use_tls: bool = True) -> _Session:
+        """A connected session that greeted, said EHLO, did TLS and AUTH as required.
+
+        @raise _HostFailure: this address cannot take the message now.
+        """
+        remote = _remote(host, ip, route.port)
+        attempt.host, attempt.remote, attempt.tls = host, remote, ""
+        client = SMTPClient(self.reactor, self.timeouts, peer=remote)
+        endpoint_type = TCP6ClientEndpoint if ":" in ip else TCP4ClientEndpoint
+        endpoint = endpoint_type(self.reactor, ip, route.port, timeout=self.timeouts.connect)
+        try:
+            await connectProtocol(endpoint, client)
+        except ConnectError as error:
+            raise _HostFailure(remote, "connect", 451, "4.4.1", self._connect_problem(error)) from None
+        session = _Session(client, host, ip, route.port, self._key(route, host, ip))
+        self._track(session)
+        try:
+            await self._open(session, route, use_tls)
+        except _PlaintextRetry as retry:
+            log.warn("STARTTLS with {remote} failed ({reason}); retrying without TLS",
+                     remote=remote, reason=str(retry))
+            session.client.abort()
+            return await self._connect(route, host, ip, attempt, use_tls=False)
+        except _HostFailure:
+            session.quit()
+            raise
+        except SMTPClientError as error:
+            session.client.abort()
+            raise _HostFailure(remote, "session", 451, "4.4.2", str(error)) from None
+        except BaseException:
+            session.client.abort()  # a bug, logged by deliver(): leave no connection behind
+            raise
+        attempt.tls = session.tls
+        return session
+
+    def _connect_problem(self, error: ConnectError) -> str:
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(error, ConnectTimeoutError):
+            return f"connection timed out after {self.timeouts.connect:g}s"
+        return f"cannot connect ({str(error).strip().rstrip('.') or type(error).__name__})"
+
+    def _track(self, session: _Session) -> None:
+        self._sessions.add(session)
+        session.when_closed().addCallback(lambda _: self._sessions.discard(session))
+
+    async def _open(self, session: _Session, route: _Route, use_tls: bool) -> None:
+        client = session.client
+        greeting = await client.greeting()
+        if not greeting.positive:
+            raise _refused(session, "greeting", greeting)
+        extensions = await self._hello(session)
+        if use_tls and "STARTTLS" in extensions:
+            try:
+                reply = await client.starttls(self._tls_options(session.host if route.verify else None))
+            except TLSFailure as error:
+                if route.verify:
+                    raise _HostFailure(session.remote, "tls", 451, "4.7.5",
+                                       f"TLS with a verified certificate is required for {route.destination}, "
+                                       f"but {error}") from None
+                raise _PlaintextRetry(str(error)) from None
+            if reply.code == 220:
+                extensions = await self._hello(session)
+            elif route.verify:
+                raise _HostFailure(session.remote, "tls", 451, "4.7.4",
+                                   f"TLS is required for {route.destination}, but STARTTLS was refused: {reply}")
+        elif route.verify:
+            raise _HostFailure(session.remote, "tls", 451, "4.7.4",
+                               f"TLS is required for {route.destination}, but the server does not offer STARTTLS")
+        session.extensions = extensions
+        if self.relay_host and self.relay_auth is not None:
+            await self._authenticate(session)
+
+    async def _hello(self, session: _Session) -> dict[str, str]:
+        reply = await session.client.command(f"EHLO {self.helo_name}")
+        if reply.positive:
+            return _extensions(reply)
+        if reply.permanent:
+            reply = await session.client.command(f"HELO {self.helo_name}")
+            if reply.positive:
+                return {}
+            raise _refused(session, "HELO", reply)
+        raise _refused(session, "EHLO", reply)
+
+    async def _authenticate(self, session: _Session) -> None:
+        assert self.relay_auth is not None
+        if not session.tls:
+            raise _HostFailure(session.remote, "tls", 451, "4.7.4",
+                               "not sending the relay credentials without TLS (the relay offers no STARTTLS, "
+                               "or TLS failed)")
+        offered = session.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" not in offered:
+            raise _HostFailure(session.remote, "auth", 451, "4.7.4",
+                               f"the relay does not offer AUTH PLAIN (offers: {' '.join(offered) or 'no AUTH'})")
+        user, password = self.relay_auth
+        token = base64.b64encode(f"\0{user}\0{password}".encode("utf-8")).decode("ascii")
+        reply = await session.client.command(f"AUTH PLAIN {token}")
+        if reply.code != 235:
+            raise _HostFailure(session.remote, "auth", 451, "4.7.0", f"authentication to the relay failed: {reply}")
+
+    def _tls_options(self, verify_host: str | None) -> Any:
+        if verify_host is None:
+            if self._opportunistic is None:
+                self._opportunistic = CertificateOptions(raiseMinimumTo=TLSVersion.TLSv1_2)
+            return self._opportunistic
+        return optionsForClientTLS(verify_host, trustRoot=self.trust_root or platformTrust(),
+                                   extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2})
+
+    # -- one transaction ----------------------------------------------------------------
+
+    async def _transaction(self, session: _Session, message: OutboundMessage, attempt: _Attempt,
+                           reused: bool) -> list[RecipientResult]:
+        attempt.host, attempt.remote, attempt.tls, attempt.reused = session.host, session.remote, session.tls, reused
+        extensions = session.extensions
+        limit = _size_limit(extensions)
+        problem: tuple[int, str, str] | None = None
+        utf8 = not all(address.isascii() for address in (message.sender, *message.recipients))
+        if limit and message.size > limit:
+            problem = (552, "5.3.4", f"message size {message.size} exceeds fixed maximum message size {limit} "
+                                     f"of {session.remote}")
+        elif message.eight_bit and "8BITMIME" not in extensions:
+            problem = (554, "5.6.3", f"conversion to 7bit required but not supported: {session.remote} "
+                                     "does not offer 8BITMIME")
+        elif utf8 and "SMTPUTF8" not in extensions:
+            problem = (553, "5.6.7", f"non-ASCII addresses need SMTPUTF8, which {session.remote} does not offer")
+        if problem is not None:
+            self.pool.put(session.key, session)  # nothing was sent: the session is still clean
+            return _everyone(message.recipients, FAILED, *problem, remote=session.remote, tls=session.tls)
+        try:
+            body = open(message.body_path, "rb")
+        except OSError as error:
+            log.error("cannot read {path} for {message_id}: {error}", path=message.body_path,
+                      message_id=message.message_id, error=error.strerror or str(error))
+            self.pool.put(session.key, session)
+            return _everyone(message.recipients, DEFERRED, 451, "4.3.0",
+                             "local error: the message could not be read; will retry", remote=session.remote)
+        with body:
+            try:
+                return await self._exchange(session, message, body, utf8, reused)
+            except _Stale:
+                raise
+            except BaseException:
+                session.client.abort()  # a bug, logged by deliver(): leave no connection behind
+                raise
+
+    async def _exchange(self, session: _Session, message: OutboundMessage, body: Any, utf8: bool,
+                        reused: bool) -> list[RecipientResult]:
+        client, extensions = session.client, session.extensions
+        parameters = [f"SIZE={message.size}"] if "SIZE" in extensions else []
+        parameters += ["BODY=8BITMIME"] if message.eight_bit else []
+        parameters += ["SMTPUTF8"] if utf8 else []
+        mail = " ".join([f"MAIL FROM:<{message.sender}>", *parameters])
+        rcpts = [f"RCPT TO:<{recipient}>" for recipient in message.recipients]
+        results: dict[int, RecipientResult] = {}
+        accepted: list[int] = []
+
+        def result(index: int, reply: Reply) -> RecipientResult:
+            return _from_reply(message.recipients[index], reply, session.remote, session.tls)
+
+        def ordered() -> list[RecipientResult]:
+            return [results[index] for index in range(len(message.recipients))]
+
+        stage = "MAIL FROM"
+        answered = False
+        try:
+            pipelined = "PIPELINING" in extensions
+            pending = [_settle(d) for d in (client.pipeline([mail, *rcpts]) if pipelined
+                                            else [client.command(mail)])]
+            mail_reply = _unwrap(await pending[0])
+            if reused and mail_reply.code == 421:
+                raise _Stale(str(mail_reply))
+            answered = True
+            if not mail_reply.positive:
+                for later in pending[1:]:
+                    await later  # consumed; the server refuses them after a refused MAIL
+                results = {index: result(index, mail_reply) for index in range(len(message.recipients))}
+                await self._finish(session, clean=mail_reply.code != 421)
+                return ordered()
+            stage = "RCPT TO"
+            clean = True
+            for index in range(len(message.recipients)):
+                reply = _unwrap(await (pending[index + 1] if pipelined else client.command(rcpts[index])))
+                clean = clean and reply.code != 421
+                if reply.positive:
+                    accepted.append(index)
+                else:
+                    results[index] = result(index, reply)
+            if not accepted:
+                await self._finish(session, clean=clean)
+                return ordered()
+            stage = "DATA"
+            reply = await client.command("DATA", self.timeouts.data_start)
+            if reply.code != 354:
+                if reply.positive or reply.code < 400:
+                    reply = Reply(451, "4.5.0", f"unexpected reply to DATA: {reply}")
+                    clean = False
+                for index in accepted:
+                    results[index] = result(index, reply)
+                await self._finish(session, clean=clean and reply.code != 421)
+                return ordered()
+            stage = "the message"
+            reply = await client.send_body(body)
+            for index in accepted:
+                results[index] = result(index, reply)
+            session.uses += 1
+            await self._finish(session, clean=reply.code != 421)
+            return ordered()
+        except SMTPClientError as error:
+            if reused and not answered:
+                raise _Stale(str(error)) from None
+            client.abort()
+            text = f"{error} while sending {stage}"
+            for index in range(len(message.recipients)):
+                results.setdefault(index, RecipientResult(message.recipients[index], DEFERRED, 451, "4.4.2",
+                                                          text, session.remote, session.tls))
+            return ordered()
+
+    async def _finish(self, session: _Session, clean: bool) -> None:
+        """Reset the session and park it for reuse, or close it."""
+        if not clean or not session.usable:
+            session.quit()
+            return
+        try:
+            reply = await session.client.command("RSET")
+        except SMTPClientError:
+            session.client.abort()
+            return
+        if reply.positive:
+            self.pool.put(session.key, session)
+        else:
+            session.quit()
+
+    # -- results -------------------------------------------------------------------------
+
+    def _unreachable(self, message: OutboundMessage, route: _Route, failures: list[_HostFailure],
+                     attempt: _Attempt) -> list[RecipientResult]:
+        """Every host failed: one result for all, naming each host tried and why."""
+        if not failures:
+            return _everyone(message.recipients, DEFERRED, 451, "4.4.3",
+                             f"no address to deliver to for {route.destination}")
+        described = "; ".join(str(failure) for failure in failures)
+        text = described if len(failures) == 1 else f"every host tried for {route.destination} failed: {described}"
+        specific = [failure for failure in failures if failure.kind not in ("connect", "dns")]
+        if all(failure.permanent for failure in failures):
+            chosen = (specific or failures)[-1]
+            status, code, enhanced = FAILED, chosen.code, chosen.enhanced
+        else:
+            temporary = [failure for failure in specific if not failure.permanent]
+            if temporary:
+                code, enhanced = temporary[-1].code, temporary[-1].enhanced
+            elif all(failure.kind == "dns" for failure in failures):
+                code, enhanced = 451, "4.4.3"
+            else:
+                code, enhanced = 451, "4.4.1"
+            status = DEFERRED
+        attempt.remote = failures[-1].remote
+        return _everyone(message.recipients, status, code, enhanced, text, remote=failures[-1].remote)
+
+    def _log(self, message: OutboundMessage, attempt: _Attempt, results: list[RecipientResult]) -> None:
+        counts = Counter(result.status for result in results)
+        headline = next((result for result in results if result.status is not DELIVERED), results[0])
+        log.info(
+            "delivery {message_id} to {destination}: {recipient_count} recipient(s) via {mx_host} "
+            "{remote} tls={tls}: {code} {enhanced} {text} ({delivered} delivered, {deferred} deferred, "
+            "{failed} failed) in {duration:.3f}s",
+            message_id=message.message_id,
+            destination=attempt.destination,
+            recipient_count=len(results),
+            mx_host=attempt.host,
+            remote=attempt.remote,
+            tls=attempt.tls,
+            reused=attempt.reused,
+            code=headline.code,
+            enhanced=headline.enhanced,
+            text=headline.text,
+            delivered=counts[DELIVERED],
+            deferred=counts[DEFERRED],
+            failed=counts[FAILED],
+            duration=self.reactor.seconds() - attempt.started,
+        )
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _remote(host: str, ip: str, port: int) -> str:
+    return f"{host} [{ip}]:{port}"
+
+
+def _split_host_port(text: str) -> tuple[str, int]:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 25
+    host, colon, port = text.rpartition(":")
+    if not colon or ":" in host:
+        return text, 25
+    return host, int(port)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _without_prefix(text: str, host: str) -> str:
+    return text[len(host) + 2:] if text.startswith(host + ": ") else text
+
+
+def _extensions(reply: Reply) -> dict[str, str]:
+    """EHLO keywords (upper case) and their parameters; C{AUTH=...} is read as AUTH."""
+    offered: dict[str, str] = {}
+    for line in reply.lines[1:]:
+        keyword, _, parameters = line.strip().partition(" ")
+        keyword = keyword.upper()
+        if keyword.startswith("AUTH="):
+            keyword, parameters = "AUTH", keyword[5:] + " " + parameters
+        offered.setdefault(keyword, parameters.strip())
+    return offered
+
+
+def _size_limit(extensions: dict[str, str]) -> int:
+    try:
+        return int(extensions.get("SIZE", "0").split()[0]) if extensions.get("SIZE", "").strip() else 0
+    except ValueError:
+        return 0
+
+
+def _status(code: int) -> RecipientStatus:
+    return {2: DELIVERED, 5: FAILED}.get(code // 100, DEFERRED)
+
+
+def _class_enhanced(code: int) -> str:
+    return {2: "2.0.0", 5: "5.0.0"}.get(code // 100, "4.0.0")
+
+
+def _from_reply(recipient: str, reply: Reply, remote: str, tls: str) -> RecipientResult:
+    return RecipientResult(recipient, _status(reply.code), reply.code, reply.enhanced or _class_enhanced(reply.code),
+                           reply.text, remote, tls)
+
+
+def _everyone(recipients: Iterable[str], status: RecipientStatus, code: int, enhanced: str, text: str,
+              remote: str = "", tls: str = "") -> list[RecipientResult]:
+    return [RecipientResult(recipient, status, code, enhanced, text, remote, tls) for recipient in recipients]
+
+
+def _refused(session: _Session, stage: str, reply: Reply) -> _HostFailure:
+    code = reply.code if 400 <= reply.code < 600 else 451
+    return _HostFailure(session.remote, "reply", code, reply.enhanced or _class_enhanced(code), f"{stage}: {reply}")
+
+
+def _settle(deferred: "Deferred[Reply]") -> "Deferred[Reply | _Settled]":
+    return deferred.addErrback(_Settled)  # type: ignore[return-value]
+
+
+def _unwrap(value: "Reply | _Settled") -> Reply:
+    if isinstance(value, _Settled):
+        value.failure.raiseException()
+    assert isinstance(value, Reply)
+    return value
