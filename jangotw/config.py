@@ -128,6 +128,12 @@ class DeliveryConfig:
                                             "system resolver.", _host_ports)
     bounce_domain: str = _key("", "Domain of VERP return paths; bounces to it are accepted "
                                   "without relay authorisation.")
+    require_verified_tls: tuple[str, ...] = _key([], "Destination domains (or the relay_host name) that "
+                                                     "must offer TLS with a certificate valid for the "
+                                                     "MX host name; others get opportunistic STARTTLS.")
+    relay_user: str = _key("", "User name for AUTH PLAIN to relay_host (sent only over TLS).")
+    relay_password_file: str = _key("", "File holding the relay_host password on its first line "
+                                        "(keep it mode 0600).", path=True)
     hold: bool = _key(False, "Accept and spool mail but start no deliveries (maintenance, or draining "
                              "a node); set false and restart to release the queue.")
     max_active: int = _key(200, "Delivery attempts in progress at once, in total.", _at_least(1))
@@ -229,6 +235,8 @@ def parse_config(document: dict[str, Any], base: str = ".") -> Config:
         config = attrs.evolve(config, server=attrs.evolve(config.server, hostname=socket.gethostname()))
     if config.smtp.tls_listen and not (config.tls.certificate and config.tls.key):
         raise ConfigError("tls.certificate: smtp.tls_listen needs a certificate and key")
+    if bool(config.delivery.relay_user) != bool(config.delivery.relay_password_file):
+        raise ConfigError("delivery.relay_password_file: relay_user and relay_password_file are set together")
     if bool(config.tls.certificate) != bool(config.tls.key):
         raise ConfigError("tls.key: certificate and key are set together")
     return config

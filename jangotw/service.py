@@ -26,6 +26,7 @@ from .auth.passwords import PasswordHasher
 from .auth.realm import AccountRealm
 from .auth.throttle import FailureThrottle
 from .config import Config
+from .errors import ConfigError
 from .ingress.factory import ConnectionLimiter, SMTPFactory
 from .ingress.gate import Gate
 from .ingress.session import SessionSettings, SMTPSession
@@ -151,6 +152,8 @@ class RelayService(MultiService):
             helo_name=hostname,
             mx_port=delivery.mx_port,
             relay_host=delivery.relay_host,
+            relay_auth=await self._relay_credentials(),
+            require_verified_tls=frozenset(delivery.require_verified_tls),
             pool=OutboundPool(reactor),
         )
         bounce_domain = delivery.bounce_domain.lower()
@@ -181,6 +184,21 @@ class RelayService(MultiService):
         poller.setName("queue-control")
         poller.setServiceParent(self)
         return queue
+
+    async def _relay_credentials(self) -> tuple[str, str] | None:
+        delivery = self.config.delivery
+        if not delivery.relay_user:
+            return None
+
+        def read() -> str:
+            with open(delivery.relay_password_file, encoding="utf-8") as handle:
+                return handle.readline().rstrip("\r\n")
+
+        try:
+            password = await deferToThreadPool(self.reactor, self.spool_pool, read)
+        except OSError as error:
+            raise ConfigError(f"delivery.relay_password_file: cannot read {error.filename}: {error.strerror}") from None
+        return delivery.relay_user, password
 
     def _build_gate(self, store: IStore) -> Gate:
         hasher = PasswordHasher()

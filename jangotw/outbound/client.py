@@ -2,13 +2,12 @@
 """Deliver one message to its recipients' mail exchangers, or to a smarthost, over ESMTP.
 
 The queue hands over an L{OutboundMessage}; this finds the next hop
-(L{MailExchangers}, or the configured C{relay_host}), tries its addresses in
-order until one answers with a 2xx greeting, says EHLO (HELO if that is
-refused), upgrades with STARTTLS when offered (RFC 3207; required, with a
-verified certificate, for the domains in C{require_verified_tls}), checks SIZE
-(RFC 1870), 8BITMIME (RFC 6152) and SMTPUTF8 (RFC 6531) before sending
-anything, pipelines MAIL and RCPT when allowed (RFC 2920), streams the body,
-and parks the session in the L{ConnectionPool} for the next message.
+(L{MailExchangers}, or the configured C{relay_host}), reuses an idle session
+from the L{ConnectionPool} or has L{SessionOpener} open one, trying the
+addresses in order until one greets with 2xx; checks SIZE (RFC 1870), 8BITMIME
+(RFC 6152) and SMTPUTF8 (RFC 6531) before sending anything; pipelines MAIL and
+RCPT when allowed (RFC 2920); streams the body; and after an RSET parks the
+session for the next message.
 
 Every outcome becomes one L{RecipientResult} per recipient carrying the remote
 server's own reply; C{deliver} never fails. One log event per attempt records
@@ -16,7 +15,6 @@ the queue id, recipient count, host, TLS, reply and duration.
 """
 from __future__ import annotations
 
-import base64
 import ipaddress
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterable
@@ -24,11 +22,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 import attrs
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectError, ConnectionRefusedError
-from twisted.internet.error import TimeoutError as ConnectTimeoutError
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
-from twisted.internet.ssl import CertificateOptions, TLSVersion, optionsForClientTLS, platformTrust
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -37,8 +30,9 @@ from ..errors import PermanentError, TemporaryError
 from ..interfaces import IDeliverer
 from ..model import OutboundMessage, RecipientResult, RecipientStatus
 from .mx import MailExchangers
-from .pool import ConnectionPool, PoolKey
-from .protocol import Reply, SMTPClient, SMTPClientError, Timeouts, TLSFailure
+from .pool import ConnectionPool
+from .protocol import Reply, SMTPClientError, Timeouts
+from .session import DeliveryReactor, HostFailure, Session, SessionOpener, Target
 
 if TYPE_CHECKING:
     from twisted.internet._sslverify import IOpenSSLTrustRoot  # what platformTrust() returns
@@ -51,69 +45,6 @@ DELIVERED = RecipientStatus.DELIVERED
 DEFERRED = RecipientStatus.DEFERRED
 FAILED = RecipientStatus.FAILED
 
-_OPPORTUNISTIC = "opportunistic"
-
-
-class _DeliveryReactor(IReactorTCP, IReactorTime):
-    """What delivery needs from a reactor: outgoing TCP connections and a clock."""
-
-
-# -- values ------------------------------------------------------------------------
-
-
-@define(eq=False)
-class _Session:
-    """One greeted ESMTP session, what the server offered, and where it may be pooled."""
-
-    client: SMTPClient
-    host: str
-    ip: str
-    port: int
-    key: PoolKey
-    extensions: dict[str, str] = field(factory=dict)
-    uses: int = 0
-
-    @property
-    def remote(self) -> str:
-        return _remote(self.host, self.ip, self.port)
-
-    @property
-    def tls(self) -> str:
-        return self.client.tls_version
-
-    @property
-    def usable(self) -> bool:
-        return self.client.usable
-
-    def quit(self) -> "Deferred[None]":
-        return self.client.quit()
-
-    def when_closed(self) -> "Deferred[None]":
-        return self.client.when_closed()
-
-
-class _HostFailure(Exception):
-    """One host could not take the message; the next one is tried.
-
-    C{kind}: connect, dns, reply (greeting/HELO refused), tls, auth or session.
-    """
-
-    def __init__(self, remote: str, kind: str, code: int, enhanced: str, text: str) -> None:
-        super().__init__(f"{remote}: {text}")
-        self.remote = remote
-        self.kind = kind
-        self.code = code
-        self.enhanced = enhanced
-        self.text = text
-
-    @property
-    def permanent(self) -> bool:
-        return self.code >= 500
-
-
-class _PlaintextRetry(Exception):
-    """Opportunistic TLS failed in the handshake: reconnect to the same address without it."""
-
 
 class _Stale(Exception):
     """A pooled session turned out dead before its first reply."""
@@ -121,13 +52,11 @@ class _Stale(Exception):
 
 @frozen
 class _Route:
-    """Where one destination's mail may go, in order, and how it must be protected."""
+    """Where one destination's mail may go, in order."""
 
     destination: str
-    port: int
-    candidates: tuple[tuple[str, str], ...]  # (host name, address)
-    verify: bool  # TLS with a certificate verified for the host name is required
-    failures: tuple[_HostFailure, ...] = ()  # hosts without a usable address
+    targets: tuple[Target, ...]
+    failures: tuple[HostFailure, ...] = ()  # MX hosts without a usable address
 
 
 @define
@@ -141,15 +70,15 @@ class _Attempt:
     tls: str = ""
     reused: bool = False
 
+    def at(self, target: Target, tls: str = "", reused: bool = False) -> None:
+        self.host, self.remote, self.tls, self.reused = target.host, target.remote, tls, reused
+
 
 @frozen
 class _Settled:
     """A failed pipelined reply, held as a value so that no failure goes unhandled."""
 
     failure: Failure
-
-
-# -- the deliverer -------------------------------------------------------------------
 
 
 def _domains(names: Iterable[str]) -> frozenset[str]:
@@ -167,10 +96,11 @@ class SMTPDeliverer:
     with a smarthost, the relay's host name) whose connections must use TLS
     with a certificate valid for the MX host name under C{trust_root} (the
     platform's trust store by default); elsewhere STARTTLS is opportunistic,
-    TLS 1.2 or newer, unverified (RFC 7435).
+    TLS 1.2 or newer, unverified (RFC 7435). C{pool} defaults to a
+    L{ConnectionPool} on the reactor's clock.
     """
 
-    reactor: _DeliveryReactor
+    reactor: DeliveryReactor
     mail_exchangers: MailExchangers
     helo_name: str
     mx_port: int = 25
@@ -179,17 +109,22 @@ class SMTPDeliverer:
     require_verified_tls: frozenset[str] = field(default=frozenset(), converter=_domains)
     pool: ConnectionPool = field()
     timeouts: Timeouts = Timeouts()
-    trust_root: IOpenSSLTrustRoot | None = None
+    trust_root: "IOpenSSLTrustRoot | None" = None
     max_addresses: int = 10  # addresses tried per destination and attempt
-    _sessions: set[_Session] = field(factory=set, init=False)
+    _opener: SessionOpener = field(init=False)
+    _sessions: set[Session] = field(factory=set, init=False)
     _running: int = field(default=0, init=False)
     _quiet: list[Deferred[None]] = field(factory=list, init=False)  # waiting for _running to reach 0
     _closing: bool = field(default=False, init=False)
-    _opportunistic: CertificateOptions | None = field(default=None, init=False)
 
     @pool.default
     def _default_pool(self) -> ConnectionPool:
         return ConnectionPool(clock=self.reactor)
+
+    @_opener.default
+    def _default_opener(self) -> SessionOpener:
+        return SessionOpener(self.reactor, self.helo_name, self.timeouts, self.trust_root,
+                             self.relay_auth if self.relay_host else None, on_connect=self._track)
 
     def deliver(self, message: OutboundMessage) -> "Deferred[list[RecipientResult]]":
         """Attempt delivery to every recipient; fires with one result per recipient, in order.
@@ -218,6 +153,10 @@ class SMTPDeliverer:
         remaining = [session.when_closed() for session in list(self._sessions)]
         if remaining:
             await gatherResults(remaining, consumeErrors=True)
+
+    def _track(self, session: Session) -> None:
+        self._sessions.add(session)
+        session.when_closed().addCallback(lambda _: self._sessions.discard(session))
 
     # -- one message ---------------------------------------------------------------
 
@@ -271,11 +210,11 @@ class SMTPDeliverer:
             return _everyone(message.recipients, FAILED, 550, "5.1.2", str(error))
         except TemporaryError as error:
             return _everyone(message.recipients, DEFERRED, 451, "4.4.3", str(error))
-        for host, ip in route.candidates:
-            pooled = self.pool.take(self._key(route, host, ip))
+        for target in route.targets:
+            pooled = self.pool.take(target.pool_key)
             if pooled is None:
                 continue
-            session: _Session = pooled  # type: ignore[assignment]
+            session: Session = pooled  # type: ignore[assignment]
             try:
                 return await self._transaction(session, message, attempt, reused=True)
             except _Stale as stale:
@@ -284,10 +223,11 @@ class SMTPDeliverer:
                 session.client.abort()
                 break
         failures = list(route.failures)
-        for host, ip in route.candidates:
+        for target in route.targets:
+            attempt.at(target)
             try:
-                session = await self._connect(route, host, ip, attempt)
-            except _HostFailure as failure:
+                session = await self._opener.open(target)
+            except HostFailure as failure:
                 log.info("{remote} not used for {message_id}: {problem}", remote=failure.remote,
                          message_id=message.message_id, problem=failure.text)
                 failures.append(failure)
@@ -296,161 +236,49 @@ class SMTPDeliverer:
         return self._unreachable(message, route, failures, attempt)
 
     async def _route(self, destination: str) -> _Route:
+        """The addresses to try, in order; fails with Permanent/TemporaryError when there are none."""
         if self.relay_host:
             host, port = _split_host_port(self.relay_host)
-            verify = host.lower() in self.require_verified_tls
+            policy = dict(verify=host.lower() in self.require_verified_tls, authenticate=True)
             if _is_address(host):
-                return _Route(host, port, ((host, host),), verify)
+                return _Route(host, (Target(host, host, host, port, **policy),))
             try:
                 addresses = await self.mail_exchangers.addresses(host)
             except PermanentError as error:  # a smarthost that does not resolve is our mistake: never bounce
                 raise TemporaryError(f"relay host {error}") from None
             if not addresses:
                 raise TemporaryError(f"relay host {host} has no address")
-            return _Route(host, port, tuple((host, address) for address in addresses[: self.max_addresses]), verify)
+            return _Route(host, tuple(Target(host, host, address, port, **policy)
+                                      for address in addresses[: self.max_addresses]))
         verify = destination in self.require_verified_tls
         if destination.startswith("[") and destination.endswith("]"):  # an address literal, RFC 5321 4.1.3
             literal = destination[1:-1]
             literal = literal[5:] if literal.lower().startswith("ipv6:") else literal
             if not _is_address(literal):
                 raise PermanentError(f"{destination}: not a valid address literal")
-            return _Route(destination, self.mx_port, ((literal, literal),), verify)
+            return _Route(destination, (Target(destination, literal, literal, self.mx_port, verify),))
         hosts = await self.mail_exchangers.lookup(destination)
-        candidates: list[tuple[str, str]] = []
-        failures: list[_HostFailure] = []
+        targets: list[Target] = []
+        failures: list[HostFailure] = []
         for host in hosts:
             try:
                 addresses = await self.mail_exchangers.addresses(host)
             except PermanentError as error:
-                failures.append(_HostFailure(host, "dns", 550, "5.4.4", _without_prefix(str(error), host)))
+                failures.append(HostFailure(host, "dns", 550, "5.4.4", _without_prefix(str(error), host)))
                 continue
             except TemporaryError as error:
-                failures.append(_HostFailure(host, "dns", 451, "4.4.3", _without_prefix(str(error), host)))
+                failures.append(HostFailure(host, "dns", 451, "4.4.3", _without_prefix(str(error), host)))
                 continue
             if not addresses:
-                failures.append(_HostFailure(host, "dns", 550, "5.4.4", "the host has no address records"))
-            candidates += [(host, address) for address in addresses]
-        return _Route(destination, self.mx_port, tuple(candidates[: self.max_addresses]), verify, tuple(failures))
-
-    def _key(self, route: _Route, host: str, ip: str) -> PoolKey:
-        return PoolKey(ip, route.port, f"verified:{host.lower()}" if route.verify else _OPPORTUNISTIC)
-
-    # -- one session -----------------------------------------------------------------
-
-    async def _connect(self, route: _Route, host: str, ip: str, attempt: _Attempt,
-                       use_tls: bool = True) -> _Session:
-        """A connected session that greeted, said EHLO, did TLS and AUTH as required.
-
-        @raise _HostFailure: this address cannot take the message now.
-        """
-        remote = _remote(host, ip, route.port)
-        attempt.host, attempt.remote, attempt.tls = host, remote, ""
-        client = SMTPClient(self.reactor, self.timeouts, peer=remote)
-        endpoint_type = TCP6ClientEndpoint if ":" in ip else TCP4ClientEndpoint
-        endpoint = endpoint_type(self.reactor, ip, route.port, timeout=self.timeouts.connect)
-        try:
-            await connectProtocol(endpoint, client)
-        except ConnectError as error:
-            raise _HostFailure(remote, "connect", 451, "4.4.1", self._connect_problem(error)) from None
-        session = _Session(client, host, ip, route.port, self._key(route, host, ip))
-        self._track(session)
-        try:
-            await self._open(session, route, use_tls)
-        except _PlaintextRetry as retry:
-            log.warn("STARTTLS with {remote} failed ({reason}); retrying without TLS",
-                     remote=remote, reason=str(retry))
-            session.client.abort()
-            return await self._connect(route, host, ip, attempt, use_tls=False)
-        except _HostFailure:
-            session.quit()
-            raise
-        except SMTPClientError as error:
-            session.client.abort()
-            raise _HostFailure(remote, "session", 451, "4.4.2", str(error)) from None
-        except BaseException:
-            session.client.abort()  # a bug, logged by deliver(): leave no connection behind
-            raise
-        attempt.tls = session.tls
-        return session
-
-    def _connect_problem(self, error: ConnectError) -> str:
-        if isinstance(error, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(error, ConnectTimeoutError):
-            return f"connection timed out after {self.timeouts.connect:g}s"
-        return f"cannot connect ({str(error).strip().rstrip('.') or type(error).__name__})"
-
-    def _track(self, session: _Session) -> None:
-        self._sessions.add(session)
-        session.when_closed().addCallback(lambda _: self._sessions.discard(session))
-
-    async def _open(self, session: _Session, route: _Route, use_tls: bool) -> None:
-        client = session.client
-        greeting = await client.greeting()
-        if not greeting.positive:
-            raise _refused(session, "greeting", greeting)
-        extensions = await self._hello(session)
-        if use_tls and "STARTTLS" in extensions:
-            try:
-                reply = await client.starttls(self._tls_options(session.host if route.verify else None))
-            except TLSFailure as error:
-                if route.verify:
-                    raise _HostFailure(session.remote, "tls", 451, "4.7.5",
-                                       f"TLS with a verified certificate is required for {route.destination}, "
-                                       f"but {error}") from None
-                raise _PlaintextRetry(str(error)) from None
-            if reply.code == 220:
-                extensions = await self._hello(session)
-            elif route.verify:
-                raise _HostFailure(session.remote, "tls", 451, "4.7.4",
-                                   f"TLS is required for {route.destination}, but STARTTLS was refused: {reply}")
-        elif route.verify:
-            raise _HostFailure(session.remote, "tls", 451, "4.7.4",
-                               f"TLS is required for {route.destination}, but the server does not offer STARTTLS")
-        session.extensions = extensions
-        if self.relay_host and self.relay_auth is not None:
-            await self._authenticate(session)
-
-    async def _hello(self, session: _Session) -> dict[str, str]:
-        reply = await session.client.command(f"EHLO {self.helo_name}")
-        if reply.positive:
-            return _extensions(reply)
-        if reply.permanent:
-            reply = await session.client.command(f"HELO {self.helo_name}")
-            if reply.positive:
-                return {}
-            raise _refused(session, "HELO", reply)
-        raise _refused(session, "EHLO", reply)
-
-    async def _authenticate(self, session: _Session) -> None:
-        assert self.relay_auth is not None
-        if not session.tls:
-            raise _HostFailure(session.remote, "tls", 451, "4.7.4",
-                               "not sending the relay credentials without TLS (the relay offers no STARTTLS, "
-                               "or TLS failed)")
-        offered = session.extensions.get("AUTH", "").upper().split()
-        if "PLAIN" not in offered:
-            raise _HostFailure(session.remote, "auth", 451, "4.7.4",
-                               f"the relay does not offer AUTH PLAIN (offers: {' '.join(offered) or 'no AUTH'})")
-        user, password = self.relay_auth
-        token = base64.b64encode(f"\0{user}\0{password}".encode("utf-8")).decode("ascii")
-        reply = await session.client.command(f"AUTH PLAIN {token}")
-        if reply.code != 235:
-            raise _HostFailure(session.remote, "auth", 451, "4.7.0", f"authentication to the relay failed: {reply}")
-
-    def _tls_options(self, verify_host: str | None) -> Any:
-        if verify_host is None:
-            if self._opportunistic is None:
-                self._opportunistic = CertificateOptions(raiseMinimumTo=TLSVersion.TLSv1_2)
-            return self._opportunistic
-        return optionsForClientTLS(verify_host, trustRoot=self.trust_root or platformTrust(),
-                                   extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2})
+                failures.append(HostFailure(host, "dns", 550, "5.4.4", "the host has no address records"))
+            targets += [Target(destination, host, address, self.mx_port, verify) for address in addresses]
+        return _Route(destination, tuple(targets[: self.max_addresses]), tuple(failures))
 
     # -- one transaction ----------------------------------------------------------------
 
-    async def _transaction(self, session: _Session, message: OutboundMessage, attempt: _Attempt,
+    async def _transaction(self, session: Session, message: OutboundMessage, attempt: _Attempt,
                            reused: bool) -> list[RecipientResult]:
-        attempt.host, attempt.remote, attempt.tls, attempt.reused = session.host, session.remote, session.tls, reused
+        attempt.at(session.target, session.tls, reused)
         extensions = session.extensions
         limit = _size_limit(extensions)
         problem: tuple[int, str, str] | None = None
@@ -483,7 +311,7 @@ class SMTPDeliverer:
                 session.client.abort()  # a bug, logged by deliver(): leave no connection behind
                 raise
 
-    async def _exchange(self, session: _Session, message: OutboundMessage, body: Any, utf8: bool,
+    async def _exchange(self, session: Session, message: OutboundMessage, body: Any, utf8: bool,
                         reused: bool) -> list[RecipientResult]:
         client, extensions = session.client, session.extensions
         parameters = [f"SIZE={message.size}"] if "SIZE" in extensions else []
@@ -555,13 +383,13 @@ class SMTPDeliverer:
                                                           text, session.remote, session.tls))
             return ordered()
 
-    async def _finish(self, session: _Session, clean: bool) -> None:
+    async def _finish(self, session: Session, clean: bool) -> None:
         """Reset the session and park it for reuse, or close it."""
         if not clean or not session.usable:
             session.quit()
             return
         try:
-            reply = await session.client.command("RSET")
+            reply = await session.client.command("RSET", self.timeouts.rset)
         except SMTPClientError:
             session.client.abort()
             return
@@ -572,7 +400,7 @@ class SMTPDeliverer:
 
     # -- results -------------------------------------------------------------------------
 
-    def _unreachable(self, message: OutboundMessage, route: _Route, failures: list[_HostFailure],
+    def _unreachable(self, message: OutboundMessage, route: _Route, failures: list[HostFailure],
                      attempt: _Attempt) -> list[RecipientResult]:
         """Every host failed: one result for all, naming each host tried and why."""
         if not failures:
@@ -623,10 +451,6 @@ class SMTPDeliverer:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _remote(host: str, ip: str, port: int) -> str:
-    return f"{host} [{ip}]:{port}"
-
-
 def _split_host_port(text: str) -> tuple[str, int]:
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -649,16 +473,6 @@ def _without_prefix(text: str, host: str) -> str:
     return text[len(host) + 2:] if text.startswith(host + ": ") else text
 
 
-def _extensions(reply: Reply) -> dict[str, str]:
-    """EHLO keywords (upper case) and their parameters; C{AUTH=...} is read as AUTH."""
-    offered: dict[str, str] = {}
-    for line in reply.lines[1:]:
-        keyword, _, parameters = line.strip().partition(" ")
-        keyword = keyword.upper()
-        if keyword.startswith("AUTH="):
-            keyword, parameters = "AUTH", keyword[5:] + " " + parameters
-        offered.setdefault(keyword, parameters.strip())
-    return offered
 
 
 def _size_limit(extensions: dict[str, str]) -> int:
@@ -686,13 +500,10 @@ def _everyone(recipients: Iterable[str], status: RecipientStatus, code: int, enh
     return [RecipientResult(recipient, status, code, enhanced, text, remote, tls) for recipient in recipients]
 
 
-def _refused(session: _Session, stage: str, reply: Reply) -> _HostFailure:
-    code = reply.code if 400 <= reply.code < 600 else 451
-    return _HostFailure(session.remote, "reply", code, reply.enhanced or _class_enhanced(code), f"{stage}: {reply}")
 
 
 def _settle(deferred: "Deferred[Reply]") -> "Deferred[Reply | _Settled]":
-    return deferred.addErrback(_Settled)  # type: ignore[return-value]
+    return deferred.addErrback(_Settled)
 
 
 def _unwrap(value: "Reply | _Settled") -> Reply:

@@ -13,7 +13,7 @@ L{PermanentError}s, SERVFAIL, refusals and timeouts L{TemporaryError}s.
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -70,9 +70,9 @@ def make_resolver(dns_servers: tuple[str, ...], reactor: _ResolverReactor) -> IR
     """
     if dns_servers:
         servers = [parse_dns_server(text) for text in dns_servers]
-        return client.Resolver(servers=servers, reactor=reactor)  # type: ignore[no-any-return]
+        return cast(IResolver, client.Resolver(servers=servers, reactor=reactor))
     system = client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
-    return resolve.ResolverChain([hosts.Resolver(b"/etc/hosts"), system])  # type: ignore[no-any-return]
+    return cast(IResolver, resolve.ResolverChain([hosts.Resolver(b"/etc/hosts"), system]))
 
 
 @frozen
@@ -138,7 +138,7 @@ class MailExchangers:
 
     async def _records(self, name: str, kind: int) -> list[Any]:
         """Payloads of type C{kind} for C{name}, following CNAMEs the server did not chase."""
-        lookup: Callable[[str], "Deferred[tuple[list[dns.RRHeader], Any, Any]]"] = {
+        lookup: Callable[..., "Deferred[Any]"] = {
             dns.MX: self.resolver.lookupMailExchange,
             dns.A: self.resolver.lookupAddress,
             dns.AAAA: self.resolver.lookupIPV6Address,
@@ -149,11 +149,12 @@ class MailExchangers:
                 answers, _authority, _additional = await lookup(current)
             except Exception as error:
                 raise _classify(error, name) from None
-            matching = [answer.payload for answer in answers if answer.type == kind]
+            matching: list[Any] = [answer.payload for answer in answers if answer.type == kind]
             if matching:
                 return matching
             owner = dns.Name(current)
-            aliases = [answer.payload for answer in answers if answer.type == dns.CNAME and answer.name == owner]
+            aliases: list[Any] = [answer.payload for answer in answers
+                                  if answer.type == dns.CNAME and answer.name == owner]
             if not aliases:
                 return []
             current = aliases[0].name.name.decode("ascii").lower()

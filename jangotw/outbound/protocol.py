@@ -84,6 +84,7 @@ class Timeouts:
     data_start: float = 120.0  # 4.5.3.2.4: the 354 to DATA
     data_block: float = 180.0  # 4.5.3.2.5: the server reading each chunk of the body
     data_end: float = 600.0  # 4.5.3.2.6: the reply to the final dot
+    rset: float = 20.0  # as Postfix's smtp_rset_timeout: a session slow to reset is not worth keeping
     quit: float = 10.0  # not worth waiting long for a goodbye
 
 
@@ -234,8 +235,9 @@ class SMTPClient(Protocol):
     # -- connection --------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        if hasattr(self.transport, "setTcpNoDelay"):
-            self.transport.setTcpNoDelay(True)  # commands are small; never wait for Nagle
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)  # commands are small; never wait for Nagle
         self._greeting = self._expect(self._timeouts.greeting, "greeting")
 
     def greeting(self) -> "Deferred[Reply]":
@@ -269,7 +271,7 @@ class SMTPClient(Protocol):
     def abort(self) -> None:
         """Drop the connection now, without QUIT."""
         if self.transport is not None and not self._lost:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.abortConnection()
 
     # -- commands ----------------------------------------------------------------
 

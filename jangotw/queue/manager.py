@@ -124,6 +124,13 @@ class QueueManager(Service):
                                             message_id=record.message_id))
         self._schedule(state)
 
+    def settled(self) -> "Deferred[None]":
+        """Fires once no attempt is running (those started meanwhile included): for tests and tools."""
+        async def wait() -> None:
+            while self._attempts:
+                await DeferredList(list(self._attempts), consumeErrors=True)
+        return Deferred.fromCoroutine(wait())
+
     def __len__(self) -> int:
         return len(self._messages)
 

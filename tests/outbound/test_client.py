@@ -255,7 +255,7 @@ class ExtensionTests(DeliveryTestCase):
         results = await self.deliverer().deliver(self.message("a@example.test", "b@example.test"))
         self.assertStatuses(results, FAILED, FAILED)
         self.assertEqual((results[0].code, results[0].enhanced), (552, "5.3.4"))
-        self.assertIn(f"exceeds fixed maximum message size 40", results[0].text)
+        self.assertIn("exceeds fixed maximum message size 40", results[0].text)
         self.assertEqual(capture.received("MAIL"), [])
 
     async def test_size_declared(self) -> None:

@@ -5,7 +5,8 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.names import common, dns
+from twisted.internet.testing import MemoryReactorClock
+from twisted.names import common, dns, hosts
 from twisted.names.client import Resolver
 from twisted.names.error import DNSQueryTimeoutError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -159,6 +160,18 @@ class ClassificationTests(SynchronousTestCase):
         resolver = _StaticResolver({(b"dup.test", dns.MX): [dns.Record_MX(20, b"b.test"), dns.Record_MX(30, b"a.test"),
                                                            dns.Record_MX(10, b"a.test")]})
         self.assertEqual(self.successResultOf(MailExchangers(resolver).lookup("dup.test")), ["a.test", "b.test"])
+
+
+class SystemResolverTests(SynchronousTestCase):
+    def test_system_resolver_uses_the_given_reactor(self) -> None:
+        """Without dns_servers: /etc/hosts first, then resolv.conf's servers, on the injected reactor."""
+        clock = MemoryReactorClock()
+        chain = make_resolver((), clock)
+        first, second = chain.resolvers  # type: ignore[attr-defined]
+        self.assertIsInstance(first, hosts.Resolver)
+        self.assertIsInstance(second, Resolver)
+        self.assertIs(second._reactor, clock)
+        self.assertEqual(second.resolv, "/etc/resolv.conf")
 
 
 class ParseServerTests(SynchronousTestCase):

@@ -126,6 +126,7 @@ class CaptureServer:
     _listening: IListeningPort | None = None
     _open: set["_CaptureSession"] = field(factory=set)
     _idle_waiters: list[Deferred[None]] = field(factory=list)
+    _count_waiters: list[tuple[int, Deferred[None]]] = field(factory=list)
     _tls_options: Any = None
 
     def received(self, verb: str) -> list[str]:
@@ -143,6 +144,21 @@ class CaptureServer:
         waiter: Deferred[None] = Deferred()
         self._idle_waiters.append(waiter)
         return waiter
+
+    def when_received(self, count: int) -> "Deferred[None]":
+        """Fires once C{count} transactions have been received (whatever was answered)."""
+        if len(self.transactions) >= count:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._count_waiters.append((count, waiter))
+        return waiter
+
+    def _recorded(self, transaction: Transaction) -> None:
+        self.transactions.append(transaction)
+        ready = [entry for entry in self._count_waiters if entry[0] <= len(self.transactions)]
+        self._count_waiters = [entry for entry in self._count_waiters if entry not in ready]
+        for _, waiter in ready:
+            waiter.callback(None)
 
     def disconnect_all(self) -> "Deferred[None]":
         """Drop every open connection (as a server restarting would); fires when they are gone."""
@@ -263,7 +279,7 @@ class _CaptureSession(Protocol):
         reply, close = self._scripted("DOT") or (f"250 2.0.0 Ok: queued as {len(self.server.transactions) + 1}",
                                                   False)
         transaction.raw, transaction.data, transaction.reply = raw, data, reply
-        self.server.transactions.append(transaction)
+        self.server._recorded(transaction)
         self.transaction = None
         self._send(reply, close)
 
