@@ -73,7 +73,7 @@ class RelayService(MultiService):
         self.config = config
         self.reactor = reactor
         self.cpu_pool = ThreadPool(minthreads=0, maxthreads=max(2, os.cpu_count() or 2), name="cpu")
-        self.spool_pool = ThreadPool(minthreads=1, maxthreads=4, name="spool")
+        self.spool_pool = ThreadPool(minthreads=1, maxthreads=16, name="spool")  # fsync waits on the disk, not the CPU
         self.tls_options = (
             server_tls_options(config.tls.certificate, config.tls.key) if config.tls.certificate else None
         )

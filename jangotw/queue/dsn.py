@@ -33,7 +33,7 @@ HEADER_LIMIT = 256 * 1024
 _POLICY = SMTP.clone(cte_type="7bit")
 _ENHANCED = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}\Z")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # str.splitlines() breaks at all of these
 _HOST = re.compile(r"\[[^\]\s]*\]|[^\s\[\]:]+")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>\Z")
 

@@ -272,9 +272,12 @@ class QueueManager(Service):
         now = self.clock.seconds()
         results = [self._expire(record, result, now) for result in results]
         entries = [JournalEntry(now, result) for result in results]
-        await self.journal.append(message_id, entries)
         for entry in entries:
             state.apply(entry)
+        if not (state.finished and not state.failed()):
+            # Journal what a restart must know. A message delivered to everyone is simply
+            # removed: a crash before that re-sends it, the same window the journal has.
+            await self.journal.append(message_id, entries)
         await self._update_lists(state, results)
         if state.finished and message_id in self._messages:
             await self._finish(state)

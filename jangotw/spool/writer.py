@@ -308,7 +308,7 @@ class SpoolFile:
 
     def _committed(self, record: SpoolRecord) -> SpoolRecord:
         self._state = _State.COMMITTED
-        log.info("queued {message_id} ({size} bytes)", message_id=self.message_id, size=record.size)
+        log.debug("queued {message_id} ({size} bytes)", message_id=self.message_id, size=record.size)
         return record
 
     def _commit_failed(self, failure: Failure) -> Failure:
