@@ -262,7 +262,7 @@ class QueueManager(Service):
             results = await self.deliver_locally(record, recipients)
         else:
             results = []
-            for sender, group in self._envelopes(record, recipients):
+            for sender, group in await self._envelopes(record, recipients):
                 results += await self.deliverer.deliver(OutboundMessage(
                     message_id=message_id, sender=sender, recipients=tuple(group),
                     body_path=self.spool.body_path(message_id), size=record.size,
@@ -282,9 +282,13 @@ class QueueManager(Service):
         if state.finished and message_id in self._messages:
             await self._finish(state)
 
-    def _envelopes(self, record: SpoolRecord, recipients: list[str]) -> list[tuple[str, list[str]]]:
-        """One transaction for all, or one per recipient when each gets its own VERP return path."""
+    async def _envelopes(self, record: SpoolRecord, recipients: list[str]) -> list[tuple[str, list[str]]]:
+        """One transaction for all, or one per recipient when each gets its own VERP return
+        path (a bounce domain is configured and the account has not turned C{verp} off)."""
         if self.return_path is None or not record.envelope.sender or not record.account:
+            return [(record.envelope.sender, recipients)]
+        account = await self.store.get_account(record.account)
+        if account is None or not account.settings.verp:
             return [(record.envelope.sender, recipients)]
         index = {recipient: position for position, recipient in enumerate(record.envelope.recipients)}
         return [(self.return_path(record, index[recipient]), [recipient]) for recipient in recipients]

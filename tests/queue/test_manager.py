@@ -247,6 +247,16 @@ class RoutingTests(QueueTestCase):
                          ("shop", "b@remote.test"))
 
 
+class VerpSettingTests(QueueTestCase):
+    def test_account_may_keep_its_own_sender(self) -> None:
+        """verp = false: one transaction with the account's own MAIL FROM."""
+        self.successResultOf(self.store.set_setting("shop", "verp", False))
+        self.manager = self.make_manager(return_path=lambda record, index: f"bounces+{index}@b.test")
+        self.queue("a@remote.test", "b@remote.test")
+        self.assertEqual([(c.sender, c.recipients) for c in self.deliverer.calls],
+                         [("news@shop.test", ("a@remote.test", "b@remote.test"))])
+
+
 class AdminTests(QueueTestCase):
     def test_retry_now(self) -> None:
         self.deliverer.script["you@remote.test"] = ["451 4.3.0 later", "250 2.0.0 ok"]
