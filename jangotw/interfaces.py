@@ -15,13 +15,17 @@ if TYPE_CHECKING:
 
     from twisted.internet.defer import Deferred
 
-    from .model import Account, OutboundMessage, RecipientResult, SpoolRecord, Suppression
+    from .model import (Account, DomainKey, OutboundMessage, RecipientResult, SpoolRecord, Suppression,
+                        TrackingEvent, Usage)
 
 __all__ = [
     "IAccountStore",
     "IAuthorisationStore",
     "ISuppressionStore",
     "ISendLog",
+    "IQuotaStore",
+    "ITrackingStore",
+    "IDomainStore",
     "IStore",
     "ISpool",
     "ISpoolFile",
@@ -124,7 +128,53 @@ class ISendLog(Interface):
         """(account, recipient) for a message id and recipient index, or None."""
 
 
-class IStore(IAccountStore, IAuthorisationStore, ISuppressionStore, ISendLog):
+class IQuotaStore(Interface):
+    """Monthly usage counters; a month is "YYYY-MM" (UTC)."""
+
+    def charge(account: str, month: str, messages: int, size: int, max_messages: int, max_bytes: int,
+               overage_allowed: bool) -> "Deferred[Usage]":  # type: ignore[empty-body]
+        """Add C{messages} and C{size} bytes to the month atomically (concurrent charges never
+        overshoot). With a limit (0: none) that the charge would pass: refused (usage unchanged,
+        C{charged} false) unless C{overage_allowed}, which charges and counts the excess as overage."""
+
+    def usage(account: str, month: str) -> "Deferred[Usage]":  # type: ignore[empty-body]
+        """The month's usage so far (zeros when none)."""
+
+    def mark_warning(account: str, month: str, level: int) -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Remember that the level% warning (80, 90, 100) was sent; fires with whether it is new."""
+
+
+class ITrackingStore(Interface):
+    """Tracked links and what recipients did."""
+
+    def record_links(message_id: str, urls: "Sequence[str]") -> "Deferred[None]":  # type: ignore[empty-body]
+        """Remember a message's link destinations by index (tracking tokens carry the index)."""
+
+    def link(message_id: str, index: int) -> "Deferred[str | None]":  # type: ignore[empty-body]
+        """A link's destination, or None."""
+
+    def record_event(account: str, event: "TrackingEvent") -> "Deferred[None]":  # type: ignore[empty-body]
+        """Store an open, click, unsubscribe (or send/bounce) event."""
+
+    def event_counts(account: str, message_id: str | None = None) -> "Deferred[dict[str, int]]":  # type: ignore[empty-body]
+        """Events by kind for an account, or one of its messages."""
+
+
+class IDomainStore(Interface):
+    """Sender domains and their DKIM keys."""
+
+    def add_domain(key: "DomainKey") -> "Deferred[DomainKey]":  # type: ignore[empty-body]
+        """Store a domain's key; fails with InputError if another account has the domain."""
+
+    def domain_key(domain: str) -> "Deferred[DomainKey | None]":  # type: ignore[empty-body]
+        """The newest key of a domain (case-insensitive), or None."""
+
+    def list_domains(account: str) -> "Deferred[list[DomainKey]]":  # type: ignore[empty-body]
+        """An account's domains and keys, by domain."""
+
+
+class IStore(IAccountStore, IAuthorisationStore, ISuppressionStore, ISendLog, IQuotaStore, ITrackingStore,
+             IDomainStore):
     """A complete state store, with a lifecycle."""
 
     def close() -> "Deferred[None]":  # type: ignore[empty-body]

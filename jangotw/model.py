@@ -23,6 +23,9 @@ __all__ = [
     "Suppression",
     "BOUNCE_LIST",
     "UNSUBSCRIBE_LIST",
+    "Usage",
+    "DomainKey",
+    "TrackingEvent",
     "parse_setting",
     "setting_names",
 ]
@@ -74,6 +77,41 @@ class AccountSettings:
         metadata=_doc("Soft bounces (messages that expired after temporary failures, or soft "
                       "asynchronous bounces) in a row before an address joins the Bounce list."),
     )
+    suppression_reply: str = attrs.field(
+        default="accept",
+        metadata={**_doc('"accept": accept mail for addresses on the Bounce or Unsubscribe list, '
+                         'deliver nothing to them and notify; "reject": refuse them at RCPT (550) '
+                         "when the account is known then (AUTH or IP)."), "choices": ("accept", "reject")},
+    )
+    bypass_unsubscribe: bool = attrs.field(
+        default=False,
+        metadata=_doc("Deliver to addresses on the Unsubscribe list (transactional mail); the "
+                      "Bounce list always applies."),
+    )
+    notify_sender_of_suppression: bool = attrs.field(
+        default=True, metadata=_doc("Tell the message's From address when a recipient was suppressed."))
+    notify_manager_of_suppression: bool = attrs.field(
+        default=False, metadata=_doc("Tell manager_email when a recipient was suppressed."))
+    monthly_messages: int = attrs.field(
+        default=0, metadata=_doc("Messages per calendar month (UTC), a recipient counting as one; 0: no limit."))
+    monthly_bytes: int = attrs.field(
+        default=0, metadata=_doc("Bytes per calendar month (size times recipients); 0: no limit."))
+    overage_allowed: bool = attrs.field(
+        default=False, metadata=_doc("Never hold over-limit mail; record the overage instead."))
+    wrap: int = attrs.field(
+        default=76, metadata=_doc("Wrap lines of 7bit/8bit text parts at this many characters; 0: off."))
+    open_tracking: bool = attrs.field(
+        default=False, metadata=_doc("Add an open-tracking pixel to HTML parts."))
+    click_tracking: bool = attrs.field(
+        default=False, metadata=_doc("Route links in HTML parts through the tracking server."))
+    click_tracking_text: bool = attrs.field(
+        default=False, metadata=_doc("Also route URLs in plain-text parts (with click_tracking)."))
+    tracking_domain: str = attrs.field(
+        default="", metadata=_doc("Custom tracking domain (e.g. track.example.com, a CNAME to this "
+                                  "server); empty: [tracking] base_url."))
+    list_unsubscribe: bool = attrs.field(
+        default=False, metadata=_doc("Add List-Unsubscribe and List-Unsubscribe-Post (RFC 8058) "
+                                     "headers to relayed mail too (list mail always has them)."))
 
 
 def setting_names() -> list[str]:
@@ -101,6 +139,9 @@ def parse_setting(key: str, text: str) -> Any:
         if lowered in _FALSE:
             return False
         raise InputError(f"setting {key!r} takes true or false, not {text!r}")
+    choices = fields[key].metadata.get("choices")
+    if choices and text not in choices:
+        raise InputError(f"setting {key!r} takes one of {', '.join(choices)}, not {text!r}")
     if kind in (int, "int"):
         try:
             value = int(text)
@@ -236,3 +277,36 @@ class Suppression:
     list_name: str
     reason: str
     created: float
+
+
+@frozen
+class Usage:
+    """An account's usage in one calendar month, after a charge."""
+
+    messages: int
+    bytes: int
+    overage_messages: int = 0
+    overage_bytes: int = 0
+    charged: bool = True  # False: the charge would pass a limit and was refused
+
+
+@frozen
+class DomainKey:
+    """A sender domain's DKIM signing key."""
+
+    account: str
+    domain: str
+    selector: str
+    private_key: str = attrs.field(repr=False)  # PEM
+    created: float = 0.0
+
+
+@frozen
+class TrackingEvent:
+    """Something a recipient did with a message: open, click, unsubscribe."""
+
+    kind: str
+    message_id: str
+    recipient: str
+    at: float
+    detail: str = ""  # the clicked URL, the user agent, ...

@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from ..errors import InputError
 from ..interfaces import IStore
-from ..model import Account, AccountSettings, Suppression
+from ..model import Account, AccountSettings, DomainKey, Suppression, TrackingEvent, Usage
 
 __all__ = ["MemoryStore"]
 
@@ -47,6 +47,11 @@ class MemoryStore:
     _lists: dict[tuple[int, str], dict[str, Suppression]] = field(factory=dict, init=False)
     _soft: dict[tuple[int, str], int] = field(factory=dict, init=False)
     _sends: dict[tuple[str, int], tuple[str, str]] = field(factory=dict, init=False)
+    _usage: dict[tuple[int, str], Usage] = field(factory=dict, init=False)
+    _warnings: set[tuple[int, str, int]] = field(factory=set, init=False)
+    _links: dict[tuple[str, int], str] = field(factory=dict, init=False)
+    _events: list[tuple[int, TrackingEvent]] = field(factory=list, init=False)
+    _domains: dict[str, DomainKey] = field(factory=dict, init=False)
 
     def _get(self, name: str) -> Account:
         account = self._accounts.get(name.lower())
@@ -215,6 +220,90 @@ class MemoryStore:
 
     def find_send(self, message_id: str, index: int) -> "Deferred[tuple[str, str] | None]":
         return succeed(self._sends.get((message_id, index)))
+
+    # IQuotaStore
+
+    def charge(self, account: str, month: str, messages: int, size: int, max_messages: int, max_bytes: int,
+               overage_allowed: bool) -> "Deferred[Usage]":
+        try:
+            key = (self._get(account).id, month)
+        except InputError as error:
+            return fail(error)
+        now = self._usage.get(key, Usage(0, 0))
+        total_messages, total_bytes = now.messages + messages, now.bytes + size
+        over_messages = max(0, total_messages - max_messages) if max_messages else 0
+        over_bytes = max(0, total_bytes - max_bytes) if max_bytes else 0
+        if (over_messages or over_bytes) and not overage_allowed:
+            return succeed(attrs.evolve(now, charged=False))
+        self._usage[key] = Usage(total_messages, total_bytes, over_messages, over_bytes)
+        return succeed(self._usage[key])
+
+    def usage(self, account: str, month: str) -> "Deferred[Usage]":
+        try:
+            return succeed(self._usage.get((self._get(account).id, month), Usage(0, 0)))
+        except InputError as error:
+            return fail(error)
+
+    def mark_warning(self, account: str, month: str, level: int) -> "Deferred[bool]":
+        try:
+            key = (self._get(account).id, month, level)
+        except InputError as error:
+            return fail(error)
+        new = key not in self._warnings
+        self._warnings.add(key)
+        return succeed(new)
+
+    # ITrackingStore
+
+    def record_links(self, message_id: str, urls: Sequence[str]) -> "Deferred[None]":
+        for index, url in enumerate(urls):
+            self._links[(message_id, index)] = url
+        return succeed(None)
+
+    def link(self, message_id: str, index: int) -> "Deferred[str | None]":
+        return succeed(self._links.get((message_id, index)))
+
+    def record_event(self, account: str, event: TrackingEvent) -> "Deferred[None]":
+        try:
+            self._events.append((self._get(account).id, event))
+        except InputError as error:
+            return fail(error)
+        return succeed(None)
+
+    def event_counts(self, account: str, message_id: str | None = None) -> "Deferred[dict[str, int]]":
+        try:
+            account_id = self._get(account).id
+        except InputError as error:
+            return fail(error)
+        counts: dict[str, int] = {}
+        for owner, event in self._events:
+            if owner == account_id and message_id in (None, event.message_id):
+                counts[event.kind] = counts.get(event.kind, 0) + 1
+        return succeed(counts)
+
+    # IDomainStore
+
+    def add_domain(self, key: DomainKey) -> "Deferred[DomainKey]":
+        try:
+            account = self._get(key.account)
+        except InputError as error:
+            return fail(error)
+        existing = self._domains.get(key.domain.lower())
+        if existing is not None and existing.account.lower() != account.name.lower():
+            return fail(InputError(f"domain {key.domain} belongs to another account"))
+        stored = attrs.evolve(key, account=account.name, domain=key.domain.lower())
+        self._domains[stored.domain] = stored
+        return succeed(stored)
+
+    def domain_key(self, domain: str) -> "Deferred[DomainKey | None]":
+        return succeed(self._domains.get(domain.lower()))
+
+    def list_domains(self, account: str) -> "Deferred[list[DomainKey]]":
+        try:
+            name = self._get(account).name
+        except InputError as error:
+            return fail(error)
+        return succeed(sorted((k for k in self._domains.values() if k.account == name), key=lambda k: k.domain))
 
     def close(self) -> "Deferred[None]":
         return succeed(None)
