@@ -1,0 +1,1 @@
+"""The policy and rewrite pipeline between the spool and delivery: suppression, quota, wrapping, tracking, List-Unsubscribe, DKIM."""

@@ -1,0 +1,1 @@
+"""Open, click and unsubscribe tracking: signed tokens and the tracking web server."""
