@@ -17,6 +17,8 @@ __all__ = [
     "TemporaryError",
     "PermanentError",
     "relaying_denied",
+    "BOUNCED_TEXT",
+    "UNSUBSCRIBED_TEXT",
 ]
 
 
@@ -55,6 +57,19 @@ class TemporaryError(JangoError):
 
 class PermanentError(JangoError):
     """A failure that retrying will not fix."""
+
+
+# The notification texts of a suppressed send, exactly as JangoMail's users know them.
+BOUNCED_TEXT = (
+    "Web Service Exception BouncedEmailAddressException: Email address is on account's Bounce list. "
+    "System.Exception: JangoMailNamespace.BouncedEmailAddressException: Web Service Exception "
+    "BouncedEmailAddressException: Email address is on account's Bounce list."
+)
+UNSUBSCRIBED_TEXT = (
+    "Web Service Exception UnsubscribedEmailAddressException: Email address is on account's Unsubscribe list. "
+    "System.Exception: Namespace.UnsubscribedEmailAddressException: Web Service Exception "
+    "UnsubscribedEmailAddressException: Email address is on account's Unsubscribe list."
+)
 
 
 def relaying_denied(client_ip: str, from_text: str) -> ReplyError:

@@ -26,6 +26,8 @@ __all__ = [
     "Usage",
     "DomainKey",
     "TrackingEvent",
+    "Notice",
+    "PipelineWork",
     "parse_setting",
     "setting_names",
 ]
@@ -246,6 +248,7 @@ class RecipientStatus(str, enum.Enum):
     DELIVERED = "delivered"
     DEFERRED = "deferred"  # temporary failure: retry later
     FAILED = "failed"  # permanent failure: bounce
+    SUPPRESSED = "suppressed"  # on the account's Bounce or Unsubscribe list: not sent, no DSN
 
 
 @frozen
@@ -310,3 +313,33 @@ class TrackingEvent:
     recipient: str
     at: float
     detail: str = ""  # the clicked URL, the user agent, ...
+
+
+@frozen
+class Notice:
+    """A message the server owes someone (a suppression or quota notification)."""
+
+    to: str
+    subject: str
+    text: str
+
+
+@frozen
+class PipelineWork:
+    """A message on its way through the pipeline and what the stages decided so far."""
+
+    record: SpoolRecord
+    account: Account | None
+    headers: dict[str, str]  # lower-case name -> first value (From, Subject, Date), decoded
+    recipients: tuple[str, ...]  # still to deliver
+    suppressed: tuple[tuple[str, str], ...] = ()  # (recipient, which list)
+    notices: tuple[Notice, ...] = ()
+    held: str = ""  # why the whole message is held, or ""
+    side_effects: bool = False  # a stage changed stored state: the outcome must be journalled
+
+    def without(self, recipient: str, list_name: str) -> "PipelineWork":
+        return attrs.evolve(self, recipients=tuple(r for r in self.recipients if r != recipient),
+                            suppressed=(*self.suppressed, (recipient, list_name)), side_effects=True)
+
+    def notify(self, *notices: Notice) -> "PipelineWork":
+        return attrs.evolve(self, notices=(*self.notices, *notices))

@@ -36,6 +36,9 @@ from .model import SpoolRecord
 from .outbound.client import SMTPDeliverer
 from .outbound.mx import MailExchangers, make_resolver
 from .outbound.pool import ConnectionPool as OutboundPool
+from .pipeline.quota import Quota
+from .pipeline.runner import Pipeline
+from .pipeline.suppression import Suppression
 from .queue.control import ControlRequests
 from .queue.local import BounceMailbox
 from .queue.manager import QueueManager
@@ -157,13 +160,16 @@ class RelayService(MultiService):
             pool=OutboundPool(reactor),
         )
         bounce_domain = delivery.bounce_domain.lower()
+        notices = Notices(self.spool, reactor, hostname)
+        pipeline = Pipeline(stages=(Suppression(store), Quota(store, reactor)), accounts=store,
+                            read_headers=notices.header_block)
         queue = QueueManager(
             clock=reactor,
             spool=self.spool,
             journal=DeliveryJournal(self.spool.layout, reactor, self.spool_pool),
             deliverer=self.deliverer,
             store=store,
-            notices=Notices(self.spool, reactor, hostname),
+            notices=notices,
             router=Router(bounce_domain=bounce_domain,
                           held_domains=frozenset(d.lower() for d in (config.initiation.domain,
                                                                      *config.smtp.local_domains) if d),
@@ -175,6 +181,7 @@ class RelayService(MultiService):
             max_active=delivery.max_active,
             max_per_destination=delivery.max_per_destination,
             hold=delivery.hold,
+            prepare=pipeline.prepare,
         )
         queue.setName("queue")
         queue.setServiceParent(self)
@@ -217,6 +224,7 @@ class RelayService(MultiService):
             portal=portal,
             accounts=store,
             authorisations=store,
+            lists=store,
             throttle=throttle,
             initiation_domain=self.config.initiation.domain.lower(),
             bounce_domain=self.config.delivery.bounce_domain.lower(),

@@ -94,7 +94,7 @@ def memory_gate(store: IStore, clock: IReactorTime, hasher: PasswordHasher, **do
     portal = Portal(AccountRealm(store), [
         PasswordChecker(store, verify), ClientAddressChecker(store), FromAddressChecker(store)])
     local = frozenset(domains.pop("local_domains", "").split())
-    return Gate(portal=portal, accounts=store, authorisations=store,
+    return Gate(portal=portal, accounts=store, authorisations=store, lists=store,
                 throttle=FailureThrottle(clock, limit=3, window=300), local_domains=local, **domains)
 
 

@@ -121,6 +121,7 @@ def _render_queue(messages: Sequence[Mapping[str, Any]]) -> str:
         return "the queue is empty"
     return _lines([f"{m['id']}  {m['received']}  {m['account'] or '-'}  <{m['sender']}>  "
                    f"{m['waiting']}/{m['recipients']} waiting  next: {m['next_attempt'] or '-'}"
+                   + (f"  HELD: {m['held']}" if m["held"] else "")
                    + (f"\n    last reply: {m['last_reply']}" if m["last_reply"] else "") for m in messages])
 
 
@@ -238,6 +239,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     leaf(queue, "delete", "drop a message without delivering it further",
          render=_said("deletion of {target} requested; the running server acts on it within a second"),
          call=lambda admin, args: admin.queue.delete(args.id), arguments=[("id", "queue id")])
+
+    leaf(queue, "resend-held", "send the account's held (over-quota) mail of the last 3 days again",
+         render=_said("resend of {target}'s held mail requested; the running server acts on it within a second"),
+         call=lambda admin, args: admin.queue.resend_held(args.account), arguments=[account])
 
     bounces = group("bounces", "addresses on an account's Bounce list")
     leaf(bounces, "list", "list the Bounce list: address, when, and the server reply that put it there",

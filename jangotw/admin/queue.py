@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from ..errors import InputError
 from ..interfaces import IStore
 from ..model import BOUNCE_LIST
-from ..queue.control import ALL, DELETE, RETRY, ControlRequests
+from ..queue.control import ALL, DELETE, RESEND_HELD, RETRY, ControlRequests
 from ..queue.inspection import queued_message, queued_messages
 from ..queue.state import MessageState, RetryPolicy
 from ..spool.journal import DeliveryJournal
@@ -44,6 +44,7 @@ def _summary(state: MessageState, policy: RetryPolicy) -> dict[str, Any]:
         "failed": len(state.failed()),
         "last_reply": last.last.reply if last and last.last else "",
         "next_attempt": "" if not next_times else "now" if min(next_times) <= 0 else _time(min(next_times)),
+        "held": state.held,
     }
 
 
@@ -93,6 +94,15 @@ class QueueAdmin:
     def delete(self, message_id: str) -> "Deferred[dict[str, Any]]":
         """Ask the running server to drop a message without delivering it further."""
         return self._queued(message_id).addCallback(lambda _: self.blocking(self._request, DELETE, message_id))
+
+    def resend_held(self, account: str) -> "Deferred[dict[str, Any]]":
+        """Ask the running server to send the account's held (over-quota) mail of the last
+        three days again, through the pipeline: raise the limit first."""
+        def request(found: Any) -> "Deferred[dict[str, Any]]":
+            if found is None:
+                raise InputError(f"no account named {account!r}")
+            return self.blocking(self._request, RESEND_HELD, found.name)
+        return self.store.get_account(account).addCallback(request)
 
     def bounces(self, account: str) -> "Deferred[list[dict[str, Any]]]":
         return self.store.list_suppressed(account, BOUNCE_LIST).addCallback(lambda entries: [

@@ -20,9 +20,9 @@ from ..auth.checkers import AmbiguousAccount
 from ..auth.credentials import ClientAddress, FromAddress, Secret
 from ..auth.realm import IAccountAvatar
 from ..auth.throttle import FailureThrottle
-from ..errors import ReplyError, relaying_denied
-from ..interfaces import IAccountStore, IAuthorisationStore
-from ..model import Account, AuthMethod, Envelope, TLSInfo
+from ..errors import BOUNCED_TEXT, UNSUBSCRIBED_TEXT, ReplyError, relaying_denied
+from ..interfaces import IAccountStore, IAuthorisationStore, ISuppressionStore
+from ..model import BOUNCE_LIST, UNSUBSCRIBE_LIST, Account, AuthMethod, Envelope, TLSInfo
 from .headers import HeaderSection
 
 __all__ = [
@@ -58,6 +58,7 @@ class Session:
     tls: TLSInfo | None = None
     account: Account | None = None  # set by SMTP AUTH
     ip_authorised: bool | None = None  # looked up once, on first need
+    ip_account: Account | None = None  # the one account the client IP authorises, if unambiguous
     sender_accounts: dict[str, frozenset[str]] = field(factory=dict)  # envelope sender -> account names
 
     @property
@@ -85,6 +86,7 @@ class Gate:
     accounts: IAccountStore
     authorisations: IAuthorisationStore
     throttle: FailureThrottle
+    lists: ISuppressionStore
     initiation_domain: str = ""
     bounce_domain: str = ""
     local_domains: frozenset[str] = frozenset()
@@ -123,7 +125,7 @@ class Gate:
         if self.is_local(recipient):
             return await self._local_recipient(recipient)
         if session.account is not None or await self._ip_authorised(session):
-            return None
+            return await self._refuse_suppressed(session.account or session.ip_account, recipient)
         if envelope.sender and await self._from_candidates(session, envelope.sender):
             return None
         raise relaying_denied(session.peer_ip, envelope.sender or "<>").because(
@@ -144,7 +146,20 @@ class Gate:
         if session.ip_authorised is None:
             found = await self.authorisations.accounts_for_ip(session.address)
             session.ip_authorised = bool(found)
+            best = [account for account, prefix in found if prefix == found[0][1]] if found else []
+            session.ip_account = best[0] if len(best) == 1 else None
         return session.ip_authorised
+
+    async def _refuse_suppressed(self, account: Account | None, recipient: str) -> None:
+        """With suppression_reply = "reject", a suppressed recipient is refused in-session."""
+        if account is None or account.settings.suppression_reply != "reject":
+            return
+        if await self.lists.suppressed(account.name, BOUNCE_LIST, [recipient]):
+            raise ReplyError(550, "5.1.1", BOUNCED_TEXT).because(f"{recipient} on the Bounce list of {account.name}")
+        if not account.settings.bypass_unsubscribe and await self.lists.suppressed(
+                account.name, UNSUBSCRIBE_LIST, [recipient]):
+            raise ReplyError(550, "5.7.1", UNSUBSCRIBED_TEXT).because(
+                f"{recipient} on the Unsubscribe list of {account.name}")
 
     async def _from_candidates(self, session: Session, sender: str) -> frozenset[str]:
         """Names of the accounts that authorise envelope sender C{sender}, looked up once."""

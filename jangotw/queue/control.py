@@ -13,12 +13,13 @@ import re
 
 from attrs import frozen
 
-__all__ = ["ControlRequests", "RETRY", "DELETE", "ALL"]
+__all__ = ["ControlRequests", "RETRY", "DELETE", "RESEND_HELD", "ALL"]
 
 RETRY = "retry"
 DELETE = "delete"
+RESEND_HELD = "resend-held"  # target: an account name
 ALL = "all"
-_NAME = re.compile(r"(retry|delete)-([0-9A-Z]{16,20}|all)\Z")
+_NAME = re.compile(r"(retry|delete)-([0-9A-Z]{16,20}|all)\Z|(resend-held)-([A-Za-z0-9][A-Za-z0-9._-]{0,63})\Z")
 
 
 @frozen
@@ -51,5 +52,5 @@ class ControlRequests:
                 os.unlink(os.path.join(self.directory, name))
             except FileNotFoundError:
                 continue  # another worker took it
-            taken.append((match.group(1), match.group(2)))
+            taken.append((match.group(1) or match.group(3), match.group(2) or match.group(4)))
         return taken

@@ -24,12 +24,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..interfaces import IDeliverer, IStore
-from ..model import AuthMethod, OutboundMessage, RecipientResult, RecipientStatus, SpoolRecord
-from ..spool.journal import NOTICE_QUEUED, DeliveryJournal, JournalEntry
+from ..model import AuthMethod, OutboundMessage, PipelineWork, RecipientResult, RecipientStatus, SpoolRecord
+from ..spool.journal import HELD, NOTICE_QUEUED, PREPARED, RELEASED, DeliveryJournal, JournalEntry
 from ..spool.writer import Spool
 from .bouncelist import hard_bounce, soft_bounce
 from .notices import Notices
-from .routing import BOUNCES, HELD, Router
+from .routing import BOUNCES, NO_CONSUMER, Router
 from .state import MessageState, RetryPolicy
 
 __all__ = ["QueueManager", "ReturnPath", "is_hard_bounce"]
@@ -38,6 +38,7 @@ log = Logger()
 
 ReturnPath = Callable[[SpoolRecord, int], str]  # (record, recipient index) -> MAIL FROM
 LocalDelivery = Callable[[SpoolRecord, list[str]], "Deferred[list[RecipientResult]]"]
+Preparer = Callable[[SpoolRecord, tuple[str, ...]], "Deferred[PipelineWork]"]
 
 
 def is_hard_bounce(result: RecipientResult) -> bool:
@@ -67,6 +68,8 @@ class QueueManager(Service):
     max_per_destination: int = 20
     stop_timeout: float = 10.0
     hold: bool = False  # spool everything, deliver nothing ([delivery] hold)
+    prepare: Preparer | None = None  # the policy pipeline; None: deliver as received
+    held_for: float = 3 * 86400.0  # how long over-quota mail is kept for a resend
     _messages: dict[str, MessageState] = field(factory=dict, init=False)
     _ready: dict[str, deque[str]] = field(factory=dict, init=False)
     _scheduled: set[tuple[str, str]] = field(factory=set, init=False)  # (message id, destination) ready or active
@@ -95,7 +98,7 @@ class QueueManager(Service):
             if state.finished:
                 await self._finish(state)
             else:
-                self._schedule(state)
+                self._admit(state)
         log.info("queue resumed {count} message(s)", count=len(self._messages))
 
     def stopService(self) -> "Deferred[object]":
@@ -114,7 +117,7 @@ class QueueManager(Service):
     # -- intake --------------------------------------------------------------
 
     def enqueue(self, record: SpoolRecord) -> None:
-        """Take a newly spooled message; delivery starts at once."""
+        """Take a newly spooled message: through the pipeline, then delivery at once."""
         state = MessageState.fresh(record)
         self._messages[record.message_id] = state
         if self.return_path is not None and record.account and record.envelope.sender:
@@ -122,7 +125,100 @@ class QueueManager(Service):
                                    self.clock.seconds()).addErrback(
                 lambda failure: log.failure("send log for {message_id} failed", failure,
                                             message_id=record.message_id))
-        self._schedule(state)
+        self._admit(state)
+
+    def _admit(self, state: MessageState) -> None:
+        """Schedule a prepared message; prepare a new one; keep a held one until it expires."""
+        record = state.record
+        if state.held:
+            self._expire_held_later(state)
+        elif state.prepared:
+            self._schedule(state)
+        elif self.prepare is None or record.account is None or record.auth_method is AuthMethod.NOTICE:
+            state.prepared = True  # nothing to check: own mail, notices, no pipeline
+            self._schedule(state)
+        else:
+            self._track(Deferred.fromCoroutine(self._prepare(state)), record.message_id)
+
+    async def _prepare(self, state: MessageState) -> None:
+        record = state.record
+        assert self.prepare is not None
+        waiting = tuple(r.recipient for r in state.recipients.values() if not r.final)
+        work = await self.prepare(record, waiting)
+        now = self.clock.seconds()
+        entries = [JournalEntry(now, RecipientResult(recipient, RecipientStatus.SUPPRESSED, 550, "5.7.1",
+                                                     f"not sent: the address is on the {list_name} list"))
+                   for recipient, list_name in work.suppressed]
+        entries.append(JournalEntry(now, event=HELD, detail=work.held) if work.held
+                       else JournalEntry(now, event=PREPARED))
+        for notice in work.notices:
+            self.enqueue(await self.notices.queue_notice(record.account, notice))
+        if work.side_effects or work.held or work.suppressed:
+            await self.journal.append(record.message_id, entries)
+        for entry in entries:
+            state.apply(entry)
+        if work.held:
+            log.info("holding {message_id}: {reason}", message_id=record.message_id, reason=work.held)
+            self._expire_held_later(state)
+        elif state.finished:
+            await self._finish(state)
+        else:
+            self._schedule(state)
+
+    def _expire_held_later(self, state: MessageState) -> None:
+        message_id = state.record.message_id
+        delay = max(0.0, state.held_at + self.held_for - self.clock.seconds())
+        self._set_timer_call(message_id, delay, self._expire_held, message_id)
+
+    def _expire_held(self, message_id: str) -> None:
+        self._timers.pop(message_id, None)
+        state = self._messages.get(message_id)
+        if state is not None and state.held:
+            log.info("held {message_id} expired unsent after {days:g} days", message_id=message_id,
+                     days=self.held_for / 86400)
+            self.forget(message_id).addErrback(lambda failure: log.failure("expiring {message_id}", failure,
+                                                                           message_id=message_id))
+
+    def release_held(self, account: str) -> int:
+        """Send again the account's held messages (after its limit was raised): each goes
+        through the pipeline afresh, quota included. Returns how many were released."""
+        chosen = [s for s in self._messages.values()
+                  if s.held and (s.record.account or "").lower() == account.lower()]
+        for state in chosen:
+            self._track(Deferred.fromCoroutine(self._release(state)), state.record.message_id)
+        return len(chosen)
+
+    async def _release(self, state: MessageState) -> None:
+        entry = JournalEntry(self.clock.seconds(), event=RELEASED)
+        await self.journal.append(state.record.message_id, [entry])
+        state.apply(entry)
+        log.info("released held {message_id}", message_id=state.record.message_id)
+        await self._prepare(state)
+
+    def _track(self, work: "Deferred[None]", message_id: str) -> None:
+        """Keep background work visible to stopService and settled(); a failure retries later."""
+        self._attempts.add(work)
+
+        def failed(failure: Failure) -> None:
+            log.failure("preparing {message_id} failed; retrying in {delay}s", failure,
+                        message_id=message_id, delay=self.policy.base)
+            self._set_timer_call(message_id, self.policy.base, self._retry_preparation, message_id)
+
+        work.addErrback(failed)
+        work.addBoth(lambda _: self._attempts.discard(work))
+
+    def _retry_preparation(self, message_id: str) -> None:
+        self._timers.pop(message_id, None)
+        state = self._messages.get(message_id)
+        if state is not None and not self._stopping:
+            self._admit(state)
+
+    def _set_timer_call(self, message_id: str, delay: float, function: Callable[[str], None], *args: str) -> None:
+        old = self._timers.pop(message_id, None)
+        if old is not None and old.active():
+            old.cancel()
+        if not self._stopping:
+            self._timers[message_id] = self.clock.callLater(delay, function, *args)
 
     def settled(self) -> "Deferred[None]":
         """Fires once no attempt is running (those started meanwhile included): for tests and tools."""
@@ -143,6 +239,7 @@ class QueueManager(Service):
         Returns how many messages were rescheduled."""
         chosen = [self._messages[message_id]] if message_id in self._messages else (
             list(self._messages.values()) if message_id is None else [])
+        chosen = [state for state in chosen if state.prepared and not state.held]
         for state in chosen:
             for recipient in state.recipients.values():
                 if not recipient.final:
@@ -169,7 +266,7 @@ class QueueManager(Service):
         message_id = state.record.message_id
         now = self.clock.seconds()
         for destination in sorted({self.router.destination(r) for r in state.due(now, self.policy)}):
-            if destination == HELD:
+            if destination == NO_CONSUMER:
                 continue
             if (message_id, destination) not in self._scheduled:
                 self._scheduled.add((message_id, destination))
@@ -184,7 +281,7 @@ class QueueManager(Service):
             old.cancel()
         waiting = [r.next_attempt(self.policy) for r in state.recipients.values()
                    if not r.final and r.next_attempt(self.policy) > now
-                   and self.router.destination(r.recipient) != HELD]
+                   and self.router.destination(r.recipient) != NO_CONSUMER]
         if waiting:
             self._timers[message_id] = self.clock.callLater(min(waiting) - now, self._wake, message_id)
 

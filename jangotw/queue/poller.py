@@ -11,7 +11,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from .control import ALL, DELETE, RETRY, ControlRequests
+from .control import ALL, DELETE, RESEND_HELD, RETRY, ControlRequests
 from .manager import QueueManager
 
 __all__ = ["ControlPoller"]
@@ -51,6 +51,8 @@ class ControlPoller(Service):
             log.info("admin request: {action} {target}", action=action, target=target)
             if action == RETRY:
                 self.queue.retry_now(None if target == ALL else target)
+            elif action == RESEND_HELD:
+                self.queue.release_held(target)
             elif action == DELETE:
                 self.queue.forget(target).addErrback(
                     lambda failure: log.failure("deleting {target} failed", failure, target=target))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from attrs import frozen
 
-__all__ = ["Router", "BOUNCES", "HELD", "RELAY"]
+__all__ = ["Router", "BOUNCES", "NO_CONSUMER", "RELAY"]
 
 BOUNCES = "local:bounces"  # VERP return paths: asynchronous bounces to parse
-HELD = "local:held"  # our own mailboxes with no consumer yet (initiation): kept, not delivered
+NO_CONSUMER = "local:no-consumer"  # our own mailboxes without a consumer yet (initiation): kept
 RELAY = "relay"  # everything goes to [delivery] relay_host
 
 
@@ -23,5 +23,5 @@ class Router:
         if domain and domain == self.bounce_domain:
             return BOUNCES
         if domain in self.held_domains:
-            return HELD
+            return NO_CONSUMER
         return RELAY if self.smarthost else domain

@@ -10,7 +10,7 @@ from __future__ import annotations
 from attrs import define, field, frozen
 
 from ..model import RecipientResult, RecipientStatus, SpoolRecord
-from ..spool.journal import NOTICE_QUEUED, JournalEntry
+from ..spool.journal import HELD, NOTICE_QUEUED, PREPARED, RELEASED, JournalEntry
 
 __all__ = ["RetryPolicy", "RecipientState", "MessageState"]
 
@@ -54,6 +54,9 @@ class MessageState:
     record: SpoolRecord
     recipients: dict[str, RecipientState] = field(factory=dict)
     notice_queued: bool = False
+    prepared: bool = False  # the policy pipeline has run
+    held: str = ""  # why the message is held (over quota), or ""
+    held_at: float = 0.0
 
     @classmethod
     def fresh(cls, record: SpoolRecord) -> "MessageState":
@@ -67,8 +70,8 @@ class MessageState:
         return state
 
     def apply(self, entry: JournalEntry) -> None:
-        if entry.event == NOTICE_QUEUED:
-            self.notice_queued = True
+        if entry.event:
+            self._event(entry)
             return
         result = entry.result
         if result is None or result.recipient not in self.recipients:
@@ -78,19 +81,38 @@ class MessageState:
         if result.status is RecipientStatus.DEFERRED:
             state.deferrals += 1
 
+    def _event(self, entry: JournalEntry) -> None:
+        if entry.event == NOTICE_QUEUED:
+            self.notice_queued = True
+        elif entry.event == PREPARED:
+            self.prepared = True
+        elif entry.event == HELD:
+            self.held, self.held_at, self.prepared = entry.detail or "held", entry.at, True
+        elif entry.event == RELEASED:
+            self.held, self.prepared = "", False
+
     def due(self, now: float, policy: RetryPolicy) -> list[str]:
-        """Recipients not yet final whose next attempt time has come."""
+        """Recipients not yet final whose next attempt time has come (none before the
+        pipeline has run, or while the message is held)."""
+        if not self.prepared or self.held:
+            return []
         return [state.recipient for state in self.recipients.values()
                 if not state.final and state.next_attempt(policy) <= now]
 
     def next_due(self, policy: RetryPolicy) -> float | None:
         """The earliest future attempt time of a waiting recipient, if any."""
+        if not self.prepared or self.held:
+            return None
         times = [state.next_attempt(policy) for state in self.recipients.values() if not state.final]
         return min(times) if times else None
 
     @property
     def finished(self) -> bool:
         return all(state.final for state in self.recipients.values())
+
+    def suppressed(self) -> list[str]:
+        return [state.recipient for state in self.recipients.values()
+                if state.last is not None and state.last.status is RecipientStatus.SUPPRESSED]
 
     def failed(self) -> list[RecipientResult]:
         return [state.last for state in self.recipients.values()

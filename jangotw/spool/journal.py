@@ -26,11 +26,14 @@ from twisted.python.threadpool import ThreadPool
 from ..model import RecipientResult, RecipientStatus
 from .layout import INCOMING, Layout
 
-__all__ = ["JournalEntry", "DeliveryJournal", "NOTICE_QUEUED"]
+__all__ = ["JournalEntry", "DeliveryJournal", "NOTICE_QUEUED", "PREPARED", "HELD", "RELEASED"]
 
 log = Logger()
 
 NOTICE_QUEUED = "notice-queued"  # event: the sender's DSN for this message is in the spool
+PREPARED = "prepared"  # event: the policy pipeline has run; what it decided precedes this line
+HELD = "held"  # event: kept undelivered (over quota); the detail says why
+RELEASED = "released"  # event: a held message goes through the pipeline again
 
 
 @frozen
@@ -40,16 +43,17 @@ class JournalEntry:
     at: float
     result: RecipientResult | None = None
     event: str = ""
+    detail: str = ""
 
     def to_json(self) -> dict[str, Any]:
         if self.result is None:
-            return {"at": self.at, "event": self.event}
+            return {"at": self.at, "event": self.event, "detail": self.detail}
         return {"at": self.at, **attrs.asdict(self.result, value_serializer=lambda _, __, v: getattr(v, "value", v))}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "JournalEntry":
         if "event" in data:
-            return cls(at=float(data["at"]), event=str(data["event"]))
+            return cls(at=float(data["at"]), event=str(data["event"]), detail=str(data.get("detail", "")))
         result = RecipientResult(
             recipient=data["recipient"], status=RecipientStatus(data["status"]), code=int(data["code"]),
             enhanced=data["enhanced"], text=data["text"], remote=data.get("remote", ""), tls=data.get("tls", ""))

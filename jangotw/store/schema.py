@@ -89,6 +89,61 @@ MIGRATIONS: tuple[str, ...] = (
     -- Deleting an account finds its sends without scanning the whole log.
     CREATE INDEX send_log_account ON send_log (account_id);
     """,
+    # 3: monthly usage and quota warnings, tracked links and events, sender domains.
+    """
+    -- An account's usage in one calendar month ("YYYY-MM", UTC). A charge reads
+    -- and writes its row in one BEGIN IMMEDIATE transaction, so concurrent
+    -- charges, from this process or another, never pass a limit.
+    CREATE TABLE monthly_usage (
+        account_id       INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        month            TEXT    NOT NULL,
+        messages         INTEGER NOT NULL DEFAULT 0,
+        bytes            INTEGER NOT NULL DEFAULT 0,
+        overage_messages INTEGER NOT NULL DEFAULT 0,
+        overage_bytes    INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (account_id, month)
+    ) WITHOUT ROWID;
+
+    -- The level% usage warnings (80, 90, 100) already sent for a month.
+    CREATE TABLE quota_warning (
+        account_id INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        month      TEXT    NOT NULL,
+        level      INTEGER NOT NULL,
+        PRIMARY KEY (account_id, month, level)
+    ) WITHOUT ROWID;
+
+    -- A tracked message's link destinations by index (click tokens carry it).
+    CREATE TABLE tracked_link (
+        message_id TEXT    NOT NULL,
+        link_index INTEGER NOT NULL CHECK (link_index >= 0),
+        url        TEXT    NOT NULL,
+        PRIMARY KEY (message_id, link_index)
+    ) WITHOUT ROWID;
+
+    -- What recipients did (open, click, unsubscribe, ...). Both indexes end in
+    -- kind, so counting by kind, per account or per message, reads only them.
+    CREATE TABLE tracking_event (
+        account_id INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        kind       TEXT    NOT NULL,
+        message_id TEXT    NOT NULL,
+        recipient  TEXT    NOT NULL,
+        at         REAL    NOT NULL,
+        detail     TEXT    NOT NULL DEFAULT ''
+    );
+    CREATE INDEX tracking_event_kind ON tracking_event (account_id, kind);
+    CREATE INDEX tracking_event_message ON tracking_event (account_id, message_id, kind);
+
+    -- A sender domain (stored lower-cased) and its current DKIM key: one row
+    -- per domain, which belongs to one account; adding it again replaces the key.
+    CREATE TABLE sender_domain (
+        domain      TEXT    NOT NULL PRIMARY KEY COLLATE NOCASE,
+        account_id  INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        selector    TEXT    NOT NULL,
+        private_key TEXT    NOT NULL,
+        created     REAL    NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sender_domain_account ON sender_domain (account_id, domain);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

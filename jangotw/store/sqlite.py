@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.store.test_sqlite -*-
-"""The embedded store: accounts, relay authorisation, suppression lists and the
-send log in one SQLite file (the list and send-log SQL is in L{sqlite_lists}).
+"""The embedded store: accounts, relay authorisation, suppression lists, the send
+log, monthly usage, tracking and sender domains in one SQLite file (the SQL for
+all but accounts is in L{sqlite_lists}, L{sqlite_usage} and L{sqlite_domains}).
 
 Every query runs in a thread, never on the reactor: writes on one connection
 in a pool of one thread (so this process's writes are serialised), reads on a
@@ -27,8 +28,10 @@ from zope.interface import implementer
 
 from ..errors import InputError
 from ..interfaces import IStore
-from ..model import Account, AccountSettings, Suppression
+from ..model import Account, AccountSettings, DomainKey, Suppression, TrackingEvent, Usage
+from . import sqlite_domains as domains
 from . import sqlite_lists as lists
+from . import sqlite_usage as activity
 from .schema import migrate
 
 __all__ = ["SQLiteStore", "open_sqlite_store", "BUSY_TIMEOUT_MS"]
@@ -362,6 +365,50 @@ class SQLiteStore:
     def find_send(self, message_id: str, index: int) -> "Deferred[tuple[str, str] | None]":
         """The account comes back as its stored name, whatever case C{record_send} was given."""
         return self._read(lists.select_send, message_id, index)
+
+    # IQuotaStore
+
+    def charge(self, account: str, month: str, messages: int, size: int, max_messages: int, max_bytes: int,
+               overage_allowed: bool) -> "Deferred[Usage]":
+        """Atomic across processes: the check and the update share one C{BEGIN IMMEDIATE} transaction."""
+        return self._write(_by_account, activity.charge, account, month, messages, size, max_messages, max_bytes,
+                           overage_allowed).addCallback(lambda row: Usage(*row))
+
+    def usage(self, account: str, month: str) -> "Deferred[Usage]":
+        return self._read(_by_account, activity.select_usage, account, month).addCallback(lambda row: Usage(*row))
+
+    def mark_warning(self, account: str, month: str, level: int) -> "Deferred[bool]":
+        return self._write(_by_account, activity.insert_warning, account, month, level)
+
+    # ITrackingStore
+
+    def record_links(self, message_id: str, urls: Sequence[str]) -> "Deferred[None]":
+        return self._write(activity.insert_links, message_id, list(urls))
+
+    def link(self, message_id: str, index: int) -> "Deferred[str | None]":
+        return self._read(activity.select_link, message_id, index)
+
+    def record_event(self, account: str, event: TrackingEvent) -> "Deferred[None]":
+        return self._write(_by_account, activity.insert_event, account, event.kind, event.message_id,
+                           event.recipient, event.at, event.detail)
+
+    def event_counts(self, account: str, message_id: str | None = None) -> "Deferred[dict[str, int]]":
+        return self._read(_by_account, activity.count_events, account, message_id)
+
+    # IDomainStore
+
+    def add_domain(self, key: DomainKey) -> "Deferred[DomainKey]":
+        """The domain is stored lower-cased, the account as its stored name."""
+        return self._write(domains.upsert_domain, key.account, key.domain.lower(), key.selector, key.private_key,
+                           key.created).addCallback(lambda row: DomainKey(*row))
+
+    def domain_key(self, domain: str) -> "Deferred[DomainKey | None]":
+        return self._read(domains.select_domain, domain.lower()).addCallback(
+            lambda row: None if row is None else DomainKey(*row))
+
+    def list_domains(self, account: str) -> "Deferred[list[DomainKey]]":
+        return self._read(_by_account, domains.select_domains, account).addCallback(
+            lambda rows: [DomainKey(*row) for row in rows])
 
     # IStore
 

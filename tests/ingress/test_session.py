@@ -449,3 +449,26 @@ class DataTests(SessionTestCase):
         self.send_message("news@shop.test", ["you@remote.test"], b"just text\r\n")
         [(_, data)] = self.spooled()
         self.assertTrue(data.endswith(b"\r\n\r\njust text\r\n"))
+
+
+class SuppressionReplyTests(SessionTestCase):
+    def test_reject_in_session_when_the_account_is_known(self) -> None:
+        """suppression_reply = reject: a Bounce-listed recipient is refused at RCPT with the notice text."""
+        from jangotw.errors import BOUNCED_TEXT, UNSUBSCRIBED_TEXT
+        self.account("shop", ips=("192.0.2.0/24",), suppression_reply="reject")
+        self.successResultOf(self.store.suppress("shop", "bounce", "gone@remote.test", "550"))
+        self.successResultOf(self.store.suppress("shop", "unsubscribe", "left@remote.test", "link"))
+        self.connect()
+        self.ehlo()
+        self.say("MAIL FROM:<news@shop.test>\r\n")
+        self.assertEqual(self.say("RCPT TO:<gone@remote.test>\r\n"), f"550 5.1.1 {BOUNCED_TEXT}\r\n")
+        self.assertEqual(self.say("RCPT TO:<left@remote.test>\r\n"), f"550 5.7.1 {UNSUBSCRIBED_TEXT}\r\n")
+        self.assertEqual(self.codes("RCPT TO:<ok@remote.test>\r\n"), ["250 2.1.5"])
+
+    def test_accept_by_default(self) -> None:
+        self.account("shop", ips=("192.0.2.0/24",))
+        self.successResultOf(self.store.suppress("shop", "bounce", "gone@remote.test", "550"))
+        self.connect()
+        self.ehlo()
+        self.say("MAIL FROM:<news@shop.test>\r\n")
+        self.assertEqual(self.codes("RCPT TO:<gone@remote.test>\r\n"), ["250 2.1.5"])

@@ -9,13 +9,15 @@ from __future__ import annotations
 from ipaddress import ip_address, ip_network
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from jangotw.errors import InputError
-from jangotw.interfaces import IAccountStore, IAuthorisationStore, ISendLog, IStore, ISuppressionStore
-from jangotw.model import BOUNCE_LIST, UNSUBSCRIBE_LIST, Account, AccountSettings, Suppression
+from jangotw.interfaces import (IAccountStore, IAuthorisationStore, IDomainStore, IQuotaStore, ISendLog, IStore,
+                                ISuppressionStore, ITrackingStore)
+from jangotw.model import (BOUNCE_LIST, UNSUBSCRIBE_LIST, Account, AccountSettings, DomainKey, Suppression,
+                           TrackingEvent, Usage)
 
 __all__ = ["StoreContractMixin"]
 
@@ -53,7 +55,8 @@ class StoreContractMixin(_Base):
     async def test_provides_interfaces(self) -> None:
         """The store provides every store interface, with the declared method signatures."""
         store = await self.make_store()
-        for interface in (IStore, IAccountStore, IAuthorisationStore, ISuppressionStore, ISendLog):
+        for interface in (IStore, IAccountStore, IAuthorisationStore, ISuppressionStore, ISendLog, IQuotaStore,
+                          ITrackingStore, IDomainStore):
             self.assertTrue(verifyObject(interface, store))
 
     # -- accounts ----------------------------------------------------------------------
@@ -512,3 +515,167 @@ class StoreContractMixin(_Base):
         self.assertEqual(await store.find_send("msg-1", 0), ("alice", "x@example.com"))
         self.assertEqual(await store.find_send("msg-2", 0), ("bob", "y@example.com"))
         self.assertEqual(await store.find_send("msg-2", 1), ("bob", "z@example.com"))
+
+    # -- monthly usage -----------------------------------------------------------------
+
+    async def test_usage_starts_at_zero(self) -> None:
+        """A month nothing was charged to has zero usage."""
+        store = await self.store_with("alice")
+        self.assertEqual(await store.usage("alice", "2024-05"), Usage(0, 0))
+
+    async def test_charge_within_limits(self) -> None:
+        """Charges within the limits add up, and reaching a limit exactly is allowed."""
+        store = await self.store_with("alice")
+        self.assertEqual(await store.charge("alice", "2024-05", 3, 300, 10, 1000, False), Usage(3, 300))
+        self.assertEqual(await store.charge("ALICE", "2024-05", 7, 700, 10, 1000, False), Usage(10, 1000))
+        self.assertEqual(await store.usage("alice", "2024-05"), Usage(10, 1000))
+
+    async def test_charge_over_message_limit_refused(self) -> None:
+        """A charge that would pass the message limit is refused and changes nothing."""
+        store = await self.store_with("alice")
+        await store.charge("alice", "2024-05", 9, 900, 10, 0, False)
+        refused = await store.charge("alice", "2024-05", 2, 200, 10, 0, False)
+        self.assertEqual(refused, Usage(9, 900, charged=False))
+        self.assertEqual(await store.usage("alice", "2024-05"), Usage(9, 900))
+        self.assertEqual(await store.charge("alice", "2024-05", 1, 100, 10, 0, False), Usage(10, 1000))
+
+    async def test_charge_over_byte_limit_refused(self) -> None:
+        """A charge that would pass the byte limit is refused, however few messages it is."""
+        store = await self.store_with("alice")
+        await store.charge("alice", "2024-05", 1, 900, 0, 1000, False)
+        self.assertEqual(await store.charge("alice", "2024-05", 1, 101, 0, 1000, False),
+                         Usage(1, 900, charged=False))
+        self.assertEqual(await store.usage("alice", "2024-05"), Usage(1, 900))
+
+    async def test_zero_limit_means_none(self) -> None:
+        """A limit of 0 limits nothing; the other limit still applies."""
+        store = await self.store_with("alice")
+        self.assertEqual(await store.charge("alice", "2024-05", 10 ** 6, 10 ** 12, 0, 0, False),
+                         Usage(10 ** 6, 10 ** 12))
+        self.assertEqual(await store.charge("alice", "2024-06", 10 ** 6, 10, 0, 10, False), Usage(10 ** 6, 10))
+        self.assertFalse((await store.charge("alice", "2024-06", 0, 1, 0, 10, False)).charged)
+
+    async def test_overage_allowed_counts_overage(self) -> None:
+        """With overage allowed an over-limit charge is made, and the totals past each limit are overage."""
+        store = await self.store_with("alice")
+        await store.charge("alice", "2024-05", 8, 800, 10, 1000, True)
+        self.assertEqual(await store.charge("alice", "2024-05", 4, 100, 10, 1000, True), Usage(12, 900, 2, 0))
+        self.assertEqual(await store.charge("alice", "2024-05", 1, 300, 10, 1000, True), Usage(13, 1200, 3, 200))
+        self.assertEqual(await store.usage("alice", "2024-05"), Usage(13, 1200, 3, 200))
+
+    async def test_months_and_accounts_separate(self) -> None:
+        """Each account's months are counted and limited separately."""
+        store = await self.store_with("alice", "bob")
+        await store.charge("alice", "2024-05", 10, 100, 10, 0, False)
+        self.assertEqual(await store.charge("alice", "2024-06", 10, 100, 10, 0, False), Usage(10, 100))
+        self.assertEqual(await store.charge("bob", "2024-05", 1, 5, 10, 0, False), Usage(1, 5))
+        self.assertEqual(await store.usage("alice", "2024-05"), Usage(10, 100))
+        self.assertEqual(await store.usage("bob", "2024-06"), Usage(0, 0))
+
+    async def test_simultaneous_charges_never_overshoot(self) -> None:
+        """Charges made at once are applied one at a time: exactly as many as fit are made."""
+        store = await self.store_with("alice")
+        results = await gatherResults([store.charge("alice", "2024-05", 1, 10, 10, 0, False) for _ in range(20)])
+        self.assertEqual(sum(result.charged for result in results), 10)
+        self.assertEqual(await store.usage("alice", "2024-05"), Usage(10, 100))
+
+    async def test_warning_marked_once(self) -> None:
+        """A warning is new the first time only, separately per level, month and account."""
+        store = await self.store_with("alice", "bob")
+        self.assertIs(await store.mark_warning("alice", "2024-05", 80), True)
+        self.assertIs(await store.mark_warning("ALICE", "2024-05", 80), False)
+        self.assertIs(await store.mark_warning("alice", "2024-05", 90), True)
+        self.assertIs(await store.mark_warning("alice", "2024-06", 80), True)
+        self.assertIs(await store.mark_warning("bob", "2024-05", 80), True)
+        self.assertIs(await store.mark_warning("alice", "2024-05", 90), False)
+
+    async def test_usage_unknown_account_refused(self) -> None:
+        """Every usage, tracking-event and domain operation naming an unknown account fails with InputError."""
+        store = await self.store_with("alice")
+        for deferred in [
+            store.charge("bob", "2024-05", 1, 1, 0, 0, False),
+            store.usage("bob", "2024-05"),
+            store.mark_warning("bob", "2024-05", 80),
+            store.record_event("bob", TrackingEvent("open", "m1", "x@example.com", 1.0)),
+            store.event_counts("bob"),
+            store.event_counts("bob", "m1"),
+            store.add_domain(DomainKey("bob", "example.com", "s1", "KEY")),
+            store.list_domains("bob"),
+        ]:
+            self.assertIn("bob", await self.assert_input_error(deferred))
+        self.assertEqual(await store.event_counts("alice"), {})
+        self.assertIsNone(await store.domain_key("example.com"))
+
+    # -- tracking ----------------------------------------------------------------------
+
+    async def test_links_round_trip(self) -> None:
+        """Each link is found by message id and index; recording again replaces those indexes."""
+        store = await self.make_store()
+        self.assertIsNone(await store.record_links("msg-1", ["https://a.example/", "https://b.example/x?y=1"]))
+        await store.record_links("msg-2", ["https://c.example/"])
+        self.assertEqual(await store.link("msg-1", 0), "https://a.example/")
+        self.assertEqual(await store.link("msg-1", 1), "https://b.example/x?y=1")
+        self.assertEqual(await store.link("msg-2", 0), "https://c.example/")
+        await store.record_links("msg-1", ["https://d.example/"])
+        self.assertEqual(await store.link("msg-1", 0), "https://d.example/")
+
+    async def test_link_unknown(self) -> None:
+        """An unknown message id or an index past (or before) the links is None."""
+        store = await self.make_store()
+        await store.record_links("msg-1", ["https://a.example/"])
+        for message_id, index in [("msg-1", 1), ("msg-1", -1), ("msg-1", 2 ** 64), ("msg-2", 0), ("MSG-1", 0)]:
+            self.assertIsNone(await store.link(message_id, index), (message_id, index))
+
+    async def test_events_counted(self) -> None:
+        """Events are counted by kind for an account, or for one of its messages."""
+        store = await self.store_with("alice", "bob")
+        for account, kind, message_id in [("alice", "open", "m1"), ("alice", "open", "m1"), ("ALICE", "click", "m1"),
+                                          ("alice", "open", "m2"), ("alice", "unsubscribe", "m2"),
+                                          ("bob", "open", "m3")]:
+            self.assertIsNone(await store.record_event(
+                account, TrackingEvent(kind, message_id, "x@example.com", 1.0, detail="https://a.example/")))
+        self.assertEqual(await store.event_counts("alice"), {"open": 3, "click": 1, "unsubscribe": 1})
+        self.assertEqual(await store.event_counts("alice", "m1"), {"open": 2, "click": 1})
+        self.assertEqual(await store.event_counts("alice", "m2"), {"open": 1, "unsubscribe": 1})
+        self.assertEqual(await store.event_counts("alice", "m3"), {})
+        self.assertEqual(await store.event_counts("bob"), {"open": 1})
+
+    # -- sender domains ----------------------------------------------------------------
+
+    async def test_domain_round_trip(self) -> None:
+        """A domain's key is found in any case; the domain is stored lower-cased, the account as named."""
+        store = await self.store_with("Alice")
+        added = await store.add_domain(DomainKey("alice", "Example.COM", "s2024", "PEM-1", created=5.0))
+        expected = DomainKey("Alice", "example.com", "s2024", "PEM-1", created=5.0)
+        self.assertEqual(added, expected)
+        self.assertEqual(await store.domain_key("example.com"), expected)
+        self.assertEqual(await store.domain_key("EXAMPLE.com"), expected)
+        self.assertIsNone(await store.domain_key("example.org"))
+        self.assertIsNone(await store.domain_key("sub.example.com"))
+
+    async def test_list_domains(self) -> None:
+        """An account lists only its own domains, by domain."""
+        store = await self.store_with("alice", "bob")
+        for account, domain in [("alice", "b.example"), ("bob", "c.example"), ("alice", "A.example")]:
+            await store.add_domain(DomainKey(account, domain, "sel", f"PEM {domain}"))
+        self.assertEqual([(key.domain, key.private_key) for key in await store.list_domains("alice")],
+                         [("a.example", "PEM A.example"), ("b.example", "PEM b.example")])
+        self.assertEqual([key.domain for key in await store.list_domains("BOB")], ["c.example"])
+
+    async def test_domain_of_another_account_refused(self) -> None:
+        """A domain another account has, in any case, is refused and keeps its key."""
+        store = await self.store_with("alice", "bob")
+        first = await store.add_domain(DomainKey("alice", "example.com", "s1", "PEM-1"))
+        message = await self.assert_input_error(store.add_domain(DomainKey("bob", "EXAMPLE.com", "s2", "PEM-2")))
+        self.assertIn("example.com", message.lower())
+        self.assertEqual(await store.domain_key("example.com"), first)
+        self.assertEqual(await store.list_domains("bob"), [])
+
+    async def test_domain_added_again_replaces_key(self) -> None:
+        """The same account adding its domain again replaces the key; the newest one is found."""
+        store = await self.store_with("alice")
+        await store.add_domain(DomainKey("alice", "example.com", "s1", "PEM-1", created=1.0))
+        newer = await store.add_domain(DomainKey("ALICE", "Example.com", "s2", "PEM-2", created=2.0))
+        self.assertEqual(newer, DomainKey("alice", "example.com", "s2", "PEM-2", created=2.0))
+        self.assertEqual(await store.domain_key("example.com"), newer)
+        self.assertEqual(await store.list_domains("alice"), [newer])

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from jangotw.interfaces import IStore
-from jangotw.model import BOUNCE_LIST, Suppression
+from jangotw.model import BOUNCE_LIST, DomainKey, Suppression, TrackingEvent, Usage
 from jangotw.store.schema import MIGRATIONS, SCHEMA_VERSION, _statements, migrate
 from jangotw.store.sqlite import SQLiteStore, open_sqlite_store
 
@@ -112,7 +112,7 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
             connection.close()
         store = await self.open(path)
         self.assertEqual(await self.user_version(store), SCHEMA_VERSION)
-        self.assertEqual(SCHEMA_VERSION, 2)
+        self.assertEqual(SCHEMA_VERSION, 3)
         account = await store.get_account("alice")
         assert account is not None
         self.assertEqual((account.name, account.password_hash, account.created), ("Alice", "hash", 5.0))
@@ -124,6 +124,54 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
         self.assertEqual(await store.count_soft_bounce("alice", "y@example.com"), 1)
         await store.record_send("msg-1", "alice", ["z@example.com"], 9.0)
         self.assertEqual(await store.find_send("msg-1", 0), ("Alice", "z@example.com"))
+
+    async def test_migrates_version_2(self) -> None:
+        """A file at schema version 2 gains usage, tracking and domain tables, keeping its
+        accounts, suppression lists, soft-bounce counts and send log."""
+        path = self.db_path()
+        os.makedirs(os.path.dirname(path))
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            self.assertEqual(migrate(connection.cursor(), MIGRATIONS[:2]), (0, 2))
+            connection.execute("INSERT INTO account (name, password_hash, created) VALUES ('Alice', 'hash', 5.0)")
+            connection.execute("INSERT INTO suppression (account_id, list_name, address, reason, created) "
+                               "VALUES (1, 'bounce', 'x@example.com', '5.1.1', 6.0)")
+            connection.execute("INSERT INTO soft_bounce (account_id, address, count) VALUES (1, 'y@example.com', 2)")
+            connection.execute("INSERT INTO send_log (message_id, recipient_index, account_id, recipient, at) "
+                               "VALUES ('msg-1', 0, 1, 'z@example.com', 7.0)")
+        finally:
+            connection.close()
+        store = await self.open(path)
+        self.assertEqual(await self.user_version(store), 3)
+        account = await store.get_account("alice")
+        assert account is not None
+        self.assertEqual((account.name, account.password_hash, account.created), ("Alice", "hash", 5.0))
+        self.assertEqual(await store.list_suppressed("alice", BOUNCE_LIST),
+                         [Suppression("x@example.com", BOUNCE_LIST, "5.1.1", 6.0)])
+        self.assertEqual(await store.count_soft_bounce("alice", "y@example.com"), 3)
+        self.assertEqual(await store.find_send("msg-1", 0), ("Alice", "z@example.com"))
+        self.assertEqual(await store.charge("alice", "2024-05", 2, 20, 10, 0, False), Usage(2, 20))
+        self.assertIs(await store.mark_warning("alice", "2024-05", 80), True)
+        await store.record_links("msg-1", ["https://a.example/"])
+        self.assertEqual(await store.link("msg-1", 0), "https://a.example/")
+        await store.record_event("alice", TrackingEvent("open", "msg-1", "z@example.com", 8.0))
+        self.assertEqual(await store.event_counts("alice", "msg-1"), {"open": 1})
+        key = DomainKey("Alice", "example.com", "s1", "PEM", created=9.0)
+        self.assertEqual(await store.add_domain(key), key)
+        self.assertEqual(await store.domain_key("EXAMPLE.COM"), key)
+
+    async def test_charges_from_two_stores_never_overshoot(self) -> None:
+        """Two stores on one file (two nodes, or server and CLI) charging one account at once
+        make exactly as many charges as fit: the check and the update are one write transaction."""
+        first, second = await gatherResults([Deferred.fromCoroutine(self.open()) for _ in range(2)])
+        await first.add_account("alice", None)
+        charges = [store.charge("alice", "2024-05", 1, 100, 10, 0, False) for _ in range(10)
+                   for store in (first, second)]
+        results = await gatherResults(charges)
+        self.assertEqual(sum(result.charged for result in results), 10)
+        self.assertEqual(sorted(result.messages for result in results if result.charged), list(range(1, 11)))
+        self.assertEqual(await second.usage("alice", "2024-05"), Usage(10, 1000))
+        self.assertEqual(await first.usage("alice", "2024-05"), Usage(10, 1000))
 
     async def test_simultaneous_first_opens(self) -> None:
         """Two stores opening a new file at once (server and CLI) migrate it exactly once."""
