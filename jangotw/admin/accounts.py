@@ -99,8 +99,9 @@ def parse_network(text: str) -> Network:
     return network
 
 
-def parse_from_address(text: str) -> str:
-    """An authorised From address: C{user@example.com}, or C{@example.com} for the whole domain.
+def parse_from_address(text: str, what: str = "From address") -> str:
+    """An address C{user@example.com}, or C{@example.com} for the whole domain (authorised From
+    addresses, suppression list entries).
 
     @return: the address with its domain lower-cased.
     @raise InputError: anything else.
@@ -116,7 +117,7 @@ def parse_from_address(text: str) -> str:
         and all(_LABEL.match(label) for label in labels)
     )
     if not valid:
-        raise InputError(f"invalid From address {text!r}: write user@example.com, "
+        raise InputError(f"invalid {what} {text!r}: write user@example.com, "
                          "or @example.com for every address at a domain")
     return f"{local}@{domain.lower()}"
 

@@ -41,6 +41,7 @@ from ..spool.journal import DeliveryJournal
 from ..spool.layout import Layout
 from .accounts import AccountAdmin
 from .queue import QueueAdmin
+from .suppressions import SuppressionAdmin, csv_rows, render_import
 
 __all__ = ["main", "build_parser", "PROG", "DEFAULT_CONFIG", "CONFIG_ENV"]
 
@@ -59,6 +60,7 @@ class Admin:
 
     accounts: AccountAdmin
     queue: QueueAdmin
+    suppressions: SuppressionAdmin
 
 
 @frozen
@@ -244,11 +246,50 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
          render=_said("resend of {target}'s held mail requested; the running server acts on it within a second"),
          call=lambda admin, args: admin.queue.resend_held(args.account), arguments=[account])
 
+    suppress = group("suppress", "the Bounce and Unsubscribe lists: addresses never delivered to")
+    entry = ("address", "user@example.com, or @example.com for a whole domain")
+
+    def listed(name: str, help: str, call: Call, render: Render,
+               arguments: Sequence[tuple[str, str]] = ()) -> argparse.ArgumentParser:
+        command = leaf(suppress, name, help, call=call, render=render, arguments=arguments)
+        command.add_argument("--list", dest="list_name", choices=("bounce", "unsubscribe"), required=True,
+                             help="which list")
+        return command
+
+    added = listed("add", "add an address or domain", render=_said("{address} is on the {list} list of {account}"),
+                   call=lambda admin, args: admin.suppressions.add(args.account, args.list_name, args.address,
+                                                                    args.reason),
+                   arguments=[account, entry])
+    added.add_argument("--reason", default="added by an administrator", help="why (shown in listings)")
+    listed("remove", "remove an address or domain",
+           render=_said("{address} removed from the {list} list of {account}"),
+           call=lambda admin, args: admin.suppressions.remove(args.account, args.list_name, args.address),
+           arguments=[account, entry])
+    listed("list", "list a suppression list: address, when, why",
+           render=lambda entries: _lines([f"{e['address']}  {e['added']}  {e['reason']}" for e in entries]),
+           call=lambda admin, args: admin.suppressions.list(args.account, args.list_name), arguments=[account])
+    listed("import", "add every address of a CSV file (address[,reason] per row); bad rows are reported",
+           render=render_import, arguments=[account, ("file", "CSV file")],
+           call=lambda admin, args: admin.suppressions.import_csv(
+               args.account, args.list_name, csv_rows(open(args.file, newline="", encoding="utf-8-sig"))))
+    exported = listed("export", "write the list as CSV (address,reason,added)", render=lambda count: "",
+                      call=_export, arguments=[account])
+    exported.add_argument("file", nargs="?", metavar="FILE", help="output file (default: standard output)")
+
     bounces = group("bounces", "addresses on an account's Bounce list")
     leaf(bounces, "list", "list the Bounce list: address, when, and the server reply that put it there",
          render=lambda entries: _lines([f"{e['address']}  {e['added']}  {e['reason']}" for e in entries]),
          call=lambda admin, args: admin.queue.bounces(args.account), arguments=[account])
     return parser
+
+
+def _export(admin: Admin, args: argparse.Namespace) -> "Deferred[int]":
+    """C{suppress export}: to the named file (closed when done) or standard output."""
+    if not args.file:
+        return admin.suppressions.export_csv(args.account, args.list_name, sys.stdout)
+    handle = open(args.file, "w", newline="", encoding="utf-8")
+    return admin.suppressions.export_csv(args.account, args.list_name, handle).addBoth(
+        lambda result: (handle.close(), result)[1])
 
 
 def _read_password(command: _Command, args: argparse.Namespace) -> str | None:
@@ -306,6 +347,7 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
             policy=RetryPolicy(delivery.retry_base, delivery.retry_max, delivery.max_queue_lifetime),
             blocking=lambda function, *args: deferToThreadPool(threads, pool, function, *args),
         ),
+        suppressions=SuppressionAdmin(store),
     )
     args.password = password
     command: _Command = args.command
