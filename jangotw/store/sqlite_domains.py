@@ -31,11 +31,11 @@ def upsert_domain(txn: Transaction, account: str, domain: str, selector: str, pr
 
     @raise InputError: no account is called C{account}, or another account has the domain.
     """
-    txn.execute("SELECT id FROM account WHERE name = ?", (account,))
+    txn.execute("SELECT id, name FROM account WHERE name = ?", (account,))
     row = txn.fetchone()
     if row is None:
         raise InputError(f"no account named {account!r}")
-    account_id = int(row[0])
+    account_id, name = int(row[0]), str(row[1])
     txn.execute("SELECT account_id FROM sender_domain WHERE domain = ?", (domain,))
     owner = txn.fetchone()
     if owner is not None and int(owner[0]) != account_id:
@@ -44,9 +44,7 @@ def upsert_domain(txn: Transaction, account: str, domain: str, selector: str, pr
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (domain) DO UPDATE SET domain = excluded.domain, "
                 "selector = excluded.selector, private_key = excluded.private_key, created = excluded.created",
                 (domain, account_id, selector, private_key, created))
-    found = select_domain(txn, domain)
-    assert found is not None
-    return found
+    return name, domain, selector, private_key, float(created)
 
 
 def select_domain(txn: Transaction, domain: str) -> DomainRow | None:
