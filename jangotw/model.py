@@ -198,6 +198,7 @@ class SpoolRecord:
     tls: TLSInfo | None
     received_at: float
     size: int
+    longest_line: int = 0  # longest body line in bytes, measured while receiving
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self, value_serializer=_serialise)
@@ -221,6 +222,7 @@ class SpoolRecord:
             tls=TLSInfo(**tls) if tls else None,
             received_at=float(data["received_at"]),
             size=int(data["size"]),
+            longest_line=int(data.get("longest_line", 0)),
         )
 
 

@@ -54,6 +54,8 @@ class Receiver:
         self._header_lines: list[bytes] | None = []
         self._header_bytes = 0
         self.size = 0
+        self.longest_line = 0  # of the body, in bytes: the rewrite stage skips wrapping short-lined mail
+        self._partial_length = 0  # bytes of the current body line already written through
         self.headers = HeaderSection()
         self.problem: ReplyError | None = None
 
@@ -167,6 +169,8 @@ class Receiver:
         if self._line_start and text[:1] == b".":
             text = text[1:]  # longer than "." so it is stuffing, not the end
         self._write(b"\r\n".join(self._bare_checked(text)))
+        self._partial_length += len(text)
+        self.longest_line = max(self.longest_line, self._partial_length)
         self._line_start = False
         self._pending = rest[len(rest) - keep:]
 
@@ -176,6 +180,10 @@ class Receiver:
         """Write complete lines (without the final CRLF, which is added)."""
         if text.count(b"\n") != text.count(b"\r\n") or text.count(b"\r") != text.count(b"\r\n"):
             text = b"\r\n".join(self._bare_checked(text))
+        first, _, rest = text.partition(b"\r\n")
+        self.longest_line = max(self.longest_line, self._partial_length + len(first),
+                                max(map(len, rest.split(b"\r\n"))) if rest else 0)
+        self._partial_length = 0
         self._write(text + b"\r\n")
 
     def _bare_checked(self, text: bytes) -> list[bytes]:

@@ -426,6 +426,7 @@ class SMTPSession(Protocol, TimeoutMixin):
                 tls=self.session.tls,
                 received_at=self._clock.seconds(),
                 size=receiver.size,
+                longest_line=receiver.longest_line,
             ))
         except ReplyError as error:
             self._discard_message()

@@ -71,3 +71,13 @@ class ReceiverTests(SynchronousTestCase):
                                          max_size=6000)
         self.assertEqual((rest, receiver.problem), (b"", MESSAGE_TOO_BIG))
         self.assertLess(len(stored), 6000)
+
+
+class LongestLineTests(SynchronousTestCase):
+    def test_longest_body_line_measured_across_chunks(self) -> None:
+        """Header lines do not count; a long line split over chunks is measured whole."""
+        wire = b"Subject: " + b"s" * 300 + b"\r\n\r\nshort\r\n" + b"y" * 20_000 + b"\r\nend\r\n.\r\n"
+        _, _, receiver = receive([wire[i:i + 4096] for i in range(0, len(wire), 4096)])
+        self.assertEqual(receiver.longest_line, 20_000)
+        _, _, receiver = receive([b"A: b\r\n\r\n" + b"x" * 77 + b"\r\nab\r\n.\r\n"])
+        self.assertEqual(receiver.longest_line, 77)
