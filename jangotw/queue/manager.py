@@ -13,7 +13,7 @@ spool and the journals.
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Callable
+from typing import Callable, Protocol
 
 import attrs
 from attrs import define, field
@@ -39,6 +39,14 @@ log = Logger()
 ReturnPath = Callable[[SpoolRecord, int], str]  # (record, recipient index) -> MAIL FROM
 LocalDelivery = Callable[[SpoolRecord, list[str]], "Deferred[list[RecipientResult]]"]
 Preparer = Callable[[SpoolRecord, tuple[str, ...]], "Deferred[PipelineWork]"]
+
+
+class Renderer(Protocol):
+    """Makes the copies each recipient must receive (see L{jangotw.pipeline.render})."""
+
+    def render(self, record: SpoolRecord, recipients: list[str]) -> "Deferred[list[tuple[tuple[str, ...], str | None]]]": ...
+
+    def discard(self, message_id: str) -> None: ...
 
 
 def is_hard_bounce(result: RecipientResult) -> bool:
@@ -69,6 +77,7 @@ class QueueManager(Service):
     stop_timeout: float = 10.0
     hold: bool = False  # spool everything, deliver nothing ([delivery] hold)
     prepare: Preparer | None = None  # the policy pipeline; None: deliver as received
+    renderer: Renderer | None = None  # the rewrite stages, applied as an attempt starts
     held_for: float = 3 * 86400.0  # how long over-quota mail is kept for a resend
     _messages: dict[str, MessageState] = field(factory=dict, init=False)
     _ready: dict[str, deque[str]] = field(factory=dict, init=False)
@@ -256,6 +265,8 @@ class QueueManager(Service):
         if state is None:
             return succeed(False)
         log.info("deleted {message_id} from the queue on request", message_id=message_id)
+        if self.renderer is not None:
+            self.renderer.discard(message_id)
         return self.spool.remove(message_id).addCallback(lambda _: True)
 
     # -- scheduling ----------------------------------------------------------
@@ -359,11 +370,14 @@ class QueueManager(Service):
             results = await self.deliver_locally(record, recipients)
         else:
             results = []
-            for sender, group in await self._envelopes(record, recipients):
-                results += await self.deliverer.deliver(OutboundMessage(
-                    message_id=message_id, sender=sender, recipients=tuple(group),
-                    body_path=self.spool.body_path(message_id), size=record.size,
-                    eight_bit=record.envelope.body == "8BITMIME"))
+            bodies = (await self.renderer.render(record, recipients) if self.renderer is not None
+                      else [(tuple(recipients), None)])
+            for group, rendered in bodies:
+                for sender, batch in await self._envelopes(record, list(group)):
+                    results += await self.deliverer.deliver(OutboundMessage(
+                        message_id=message_id, sender=sender, recipients=tuple(batch),
+                        body_path=rendered or self.spool.body_path(message_id), size=record.size,
+                        eight_bit=record.envelope.body == "8BITMIME"))
         if message_id not in self._messages:
             return  # deleted by an administrator meanwhile
         now = self.clock.seconds()
@@ -428,6 +442,8 @@ class QueueManager(Service):
             state.notice_queued = True
             self.enqueue(notice)
         self._messages.pop(record.message_id, None)
+        if self.renderer is not None:
+            self.renderer.discard(record.message_id)
         await self.spool.remove(record.message_id)
         delivered = len(state.recipients) - len(failed)
         log.info("done with {message_id}: {delivered} delivered, {failed} failed",

@@ -1,0 +1,134 @@
+# -*- test-case-name: tests.pipeline.test_render -*-
+"""The rewrite stages, applied when an attempt starts: wrap, tracking, unsubscribe, DKIM.
+
+Rewritten copies are made from the spooled original (never edited) into
+C{spool/render/} just before delivery and deleted with the message. Nothing
+about them needs to survive a crash: every token is derived from the queue id
+and recipient index, so a retry or a restart renders the same message again
+(only the DKIM signature's timestamp differs). A message that needs no
+rewriting is delivered straight from the spool, with no copy at all; one that
+needs only wrapping or signing gets one copy shared by all its recipients;
+tracking and unsubscribe links make one copy per recipient.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from contextlib import suppress
+from typing import Callable
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from ..interfaces import IStore
+from ..model import Account, DomainKey, SpoolRecord
+from ..tracking.links import TokenSigner, TrackingUrls
+from .dkim import sign_message, signing_key_for
+from .rewrite import RewritePlan, RewriteReport, rewrite
+from .runner import summary_headers
+
+__all__ = ["Renderer", "Rendering", "MAX_LINE"]
+
+log = Logger()
+
+MAX_LINE = 998  # RFC 5321: longer body lines are re-encoded
+
+Rendering = list[tuple[tuple[str, ...], "str | None"]]  # recipients sharing a body; None: the spooled original
+
+
+@frozen
+class Renderer:
+    store: IStore
+    signer: TokenSigner
+    base_url: str  # [tracking] base_url; an account's tracking_domain overrides it
+    directory: str
+    read_headers: Callable[[SpoolRecord], "Deferred[bytes]"]
+    spool_body: Callable[[str], str]  # queue id -> path of the spooled bytes
+    reactor: IReactorFromThreads
+    clock: IReactorTime
+    cpu_pool: ThreadPool
+
+    def prepare_directory(self) -> None:
+        """Start empty: copies left by a crash are made again when needed (blocking, start-up)."""
+        os.makedirs(self.directory, exist_ok=True)
+        for path in glob.glob(os.path.join(self.directory, "*")):
+            os.unlink(path)
+
+    def render(self, record: SpoolRecord, recipients: list[str]) -> "Deferred[Rendering]":
+        """Group C{recipients} by the body each must receive, making the copies needed."""
+        return Deferred.fromCoroutine(self._render(record, recipients))
+
+    def discard(self, message_id: str) -> None:
+        """Delete a finished message's copies."""
+        for path in glob.glob(os.path.join(self.directory, f"{message_id}.*")):
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+
+    async def _render(self, record: SpoolRecord, recipients: list[str]) -> Rendering:
+        account = await self.store.get_account(record.account) if record.account else None
+        if account is None:
+            return [(tuple(recipients), None)]
+        headers = summary_headers(await self.read_headers(record))
+        key = await signing_key_for(self.store, headers.get("from-address", ""))
+        settings = account.settings
+        personal = settings.open_tracking or settings.click_tracking or settings.list_unsubscribe
+        wrap = 0 < settings.wrap < record.longest_line
+        if not (personal or wrap or key is not None or record.longest_line > MAX_LINE):
+            return [(tuple(recipients), None)]
+        if not personal:
+            path = await self._copy(record, account, key, None, "all")
+            return [(tuple(recipients), path)]
+        positions = {recipient: index for index, recipient in enumerate(record.envelope.recipients)}
+        rendering: Rendering = []
+        for recipient in recipients:
+            path = await self._copy(record, account, key, positions[recipient], str(positions[recipient]))
+            rendering.append(((recipient,), path))
+        return rendering
+
+    async def _copy(self, record: SpoolRecord, account: Account, key: DomainKey | None,
+                    index: int | None, name: str) -> str:
+        path = os.path.join(self.directory, f"{record.message_id}.{name}")
+        plan = self._plan(record, account, index)
+        report: RewriteReport = await deferToThreadPool(
+            self.reactor, self.cpu_pool, _rewrite_file, self.spool_body(record.message_id), path + ".tmp", plan)
+        if report.links:
+            await self.store.record_links(record.message_id, report.links)
+        if key is not None:
+            signed = await deferToThreadPool(self.reactor, self.cpu_pool, sign_message, path + ".tmp", path, key,
+                                             self.clock.seconds())
+            if signed:
+                os.unlink(path + ".tmp")
+                return path
+            log.warn("DKIM signing of {message_id} with {domain} failed; sending unsigned",
+                     message_id=record.message_id, domain=key.domain)
+        os.replace(path + ".tmp", path)
+        return path
+
+    def _plan(self, record: SpoolRecord, account: Account, index: int | None) -> RewritePlan:
+        settings = account.settings
+        base = f"https://{settings.tracking_domain}" if settings.tracking_domain else self.base_url
+        urls = TrackingUrls(base, self.signer) if base and index is not None else None
+        message_id = record.message_id
+        headers: tuple[tuple[str, str], ...] = ()
+        if urls is not None and settings.list_unsubscribe:
+            headers = (("List-Unsubscribe", f"<{urls.unsubscribe(message_id, index)}>"),  # type: ignore[arg-type]
+                       ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        return RewritePlan(
+            wrap=settings.wrap,
+            click_url=(lambda url, link: urls.click(message_id, index, link))  # type: ignore[union-attr, arg-type]
+            if urls is not None and settings.click_tracking else None,
+            click_text=settings.click_tracking_text,
+            open_pixel=urls.open_pixel(message_id, index) if urls is not None and settings.open_tracking else None,  # type: ignore[arg-type]
+            unique_id=self.signer.unsubscribe_id(message_id, index) if index is not None else None,
+            headers_to_add=headers,
+        )
+
+
+def _rewrite_file(source: str, target: str, plan: RewritePlan) -> RewriteReport:
+    with open(source, "rb") as reading, open(target, "wb") as writing:
+        return rewrite(reading, writing, plan)
+
