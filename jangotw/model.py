@@ -26,6 +26,8 @@ __all__ = [
     "Usage",
     "DomainKey",
     "TrackingEvent",
+    "SEND_EVENT",
+    "BOUNCE_EVENT",
     "Notice",
     "PipelineWork",
     "parse_setting",
@@ -304,6 +306,10 @@ class DomainKey:
     selector: str
     private_key: str = attrs.field(repr=False)  # PEM
     created: float = 0.0
+
+
+SEND_EVENT = "send"  # TrackingEvent kinds recorded by delivery; the tracking server adds open/click/unsubscribe
+BOUNCE_EVENT = "bounce"
 
 
 @frozen

@@ -48,6 +48,8 @@ from .queue.routing import Router
 from .queue.state import RetryPolicy
 from .queue.verp import VerpSigner, load_or_create_secret
 from .spool.journal import DeliveryJournal
+from .tracking.links import TokenSigner
+from .tracking.resource import tracking_site
 from .spool.writer import Spool
 from .store.opening import open_store
 
@@ -100,7 +102,11 @@ class RelayService(MultiService):
         self.store = await open_store(self.reactor, self.config)
         queued = await self.spool.recover()
         log.info("spool holds {count} message(s) awaiting delivery", count=len(queued))
+        self.tracking_signer = TokenSigner(await self._secret("tracking.key"))
         self.queue = await self._start_queue(self.store, queued)
+        site = tracking_site(self.store, self.tracking_signer, self.reactor)
+        for description in self.config.tracking.listen:
+            await self._listen(f"tracking:{description}", description, site)
         gate = self._build_gate(self.store)
         limiter = ConnectionLimiter(self.config.smtp.max_connections, self.config.smtp.max_connections_per_ip)
         for description in self.config.smtp.listen:
@@ -146,9 +152,7 @@ class RelayService(MultiService):
         """The delivery side: outbound client, bounce mailbox, queue manager, admin requests."""
         config, reactor = self.config, self.reactor
         delivery, hostname = config.delivery, config.server.hostname
-        secret = await deferToThreadPool(reactor, self.spool_pool, load_or_create_secret,
-                                         os.path.join(config.server.data_dir, "secrets", "verp.key"))
-        signer = VerpSigner(secret)
+        signer = VerpSigner(await self._secret("verp.key"))
         self.deliverer = SMTPDeliverer(
             reactor=reactor,
             mail_exchangers=MailExchangers(make_resolver(delivery.dns_servers, reactor)),
@@ -174,7 +178,7 @@ class RelayService(MultiService):
                           held_domains=frozenset(d.lower() for d in (config.initiation.domain,
                                                                      *config.smtp.local_domains) if d),
                           smarthost=bool(delivery.relay_host)),
-            deliver_locally=BounceMailbox(self.spool, store, signer).deliver,
+            deliver_locally=BounceMailbox(self.spool, store, signer, reactor).deliver,
             return_path=(lambda record, index: signer.return_path(record.message_id, index, bounce_domain))
             if bounce_domain else None,
             policy=RetryPolicy(delivery.retry_base, delivery.retry_max, delivery.max_queue_lifetime),
@@ -191,6 +195,11 @@ class RelayService(MultiService):
         poller.setName("queue-control")
         poller.setServiceParent(self)
         return queue
+
+    def _secret(self, name: str) -> "Deferred[bytes]":
+        """A 32-byte key under data_dir/secrets/, created on first start (mode 0600)."""
+        return deferToThreadPool(self.reactor, self.spool_pool, load_or_create_secret,
+                                 os.path.join(self.config.server.data_dir, "secrets", name))
 
     async def _relay_credentials(self) -> tuple[str, str] | None:
         delivery = self.config.delivery

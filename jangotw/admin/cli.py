@@ -41,6 +41,7 @@ from ..spool.journal import DeliveryJournal
 from ..spool.layout import Layout
 from .accounts import AccountAdmin
 from .queue import QueueAdmin
+from .reports import ReportAdmin, render_report
 from .suppressions import SuppressionAdmin, csv_rows, render_import
 
 __all__ = ["main", "build_parser", "PROG", "DEFAULT_CONFIG", "CONFIG_ENV"]
@@ -61,6 +62,7 @@ class Admin:
     accounts: AccountAdmin
     queue: QueueAdmin
     suppressions: SuppressionAdmin
+    reports: ReportAdmin
 
 
 @frozen
@@ -276,6 +278,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                       call=_export, arguments=[account])
     exported.add_argument("file", nargs="?", metavar="FILE", help="output file (default: standard output)")
 
+    report = topics.add_parser("report", help="sends, opens, clicks, unsubscribes and bounces of an account",
+                               description="sends, opens, clicks, unsubscribes and bounces of an account",
+                               parents=[late_json])
+    report.add_argument("account", metavar="ACCOUNT", help="account name")
+    report.add_argument("--message", metavar="ID", help="only this message (queue id)")
+    report.set_defaults(command=_Command(lambda admin, args: admin.reports.report(args.account, args.message),
+                                         render_report, report))
+
     bounces = group("bounces", "addresses on an account's Bounce list")
     leaf(bounces, "list", "list the Bounce list: address, when, and the server reply that put it there",
          render=lambda entries: _lines([f"{e['address']}  {e['added']}  {e['reason']}" for e in entries]),
@@ -348,6 +358,7 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
             blocking=lambda function, *args: deferToThreadPool(threads, pool, function, *args),
         ),
         suppressions=SuppressionAdmin(store),
+        reports=ReportAdmin(store),
     )
     args.password = password
     command: _Command = args.command

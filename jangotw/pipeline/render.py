@@ -26,7 +26,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ..interfaces import IStore
 from ..model import Account, DomainKey, SpoolRecord
-from ..tracking.links import TokenSigner, TrackingUrls
+from ..tracking.links import TokenSigner, TrackingUrls, account_base_url
 from .dkim import sign_message, signing_key_for
 from .rewrite import RewritePlan, RewriteReport, rewrite
 from .runner import summary_headers
@@ -110,8 +110,7 @@ class Renderer:
 
     def _plan(self, record: SpoolRecord, account: Account, index: int | None) -> RewritePlan:
         settings = account.settings
-        base = f"https://{settings.tracking_domain}" if settings.tracking_domain else self.base_url
-        urls = TrackingUrls(base, self.signer) if base and index is not None else None
+        urls = self._urls(account) if index is not None else None
         message_id = record.message_id
         headers: tuple[tuple[str, str], ...] = ()
         if urls is not None and settings.list_unsubscribe:
@@ -126,6 +125,19 @@ class Renderer:
             unique_id=self.signer.unsubscribe_id(message_id, index) if index is not None else None,
             headers_to_add=headers,
         )
+
+
+    def _urls(self, account: Account) -> TrackingUrls | None:
+        """The account's tracking base (its custom domain, else the server's); None without one."""
+        base = account_base_url(account.settings.tracking_domain, self.base_url)
+        if not base:
+            return None
+        try:
+            return TrackingUrls(base, self.signer)
+        except ValueError:
+            log.warn("tracking_domain {domain!r} of {account} is not usable; using {base}",
+                     domain=account.settings.tracking_domain, account=account.name, base=self.base_url)
+            return TrackingUrls(self.base_url, self.signer) if self.base_url else None
 
 
 def _rewrite_file(source: str, target: str, plan: RewritePlan) -> RewriteReport:

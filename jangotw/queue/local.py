@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ..interfaces import IStore
-from ..model import RecipientResult, RecipientStatus, SpoolRecord
+from ..model import BOUNCE_EVENT, RecipientResult, RecipientStatus, SpoolRecord, TrackingEvent
 from ..spool.writer import Spool
 from .bouncelist import hard_bounce, soft_bounce
 from .bounces import BounceReport, classify
@@ -38,6 +39,7 @@ class BounceMailbox:
     spool: Spool
     store: IStore
     signer: VerpSigner
+    clock: IReactorTime
 
     def deliver(self, record: SpoolRecord, recipients: list[str]) -> "Deferred[list[RecipientResult]]":
         """Consume a bounce addressed to C{recipients} (all VERP return paths)."""
@@ -64,7 +66,11 @@ class BounceMailbox:
         if sent is None:
             return "ignored: unknown message"
         account, address = sent
+        message_id = token[0]
         diagnostic = next((detail.diagnostic for detail in report.recipients if detail.diagnostic), "") or report.kind.value
+        if report.kind in ("hard", "soft"):
+            await self.store.record_event(account, TrackingEvent(BOUNCE_EVENT, message_id, address,
+                                                                 self.clock.seconds(), diagnostic))
         if report.kind == "hard":
             await hard_bounce(self.store, account, address, f"asynchronous bounce: {diagnostic}")
             return f"hard bounce: {address} added to the Bounce list of {account}"

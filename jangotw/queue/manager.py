@@ -24,7 +24,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..interfaces import IDeliverer, IStore
-from ..model import AuthMethod, OutboundMessage, PipelineWork, RecipientResult, RecipientStatus, SpoolRecord
+from ..model import (BOUNCE_EVENT, SEND_EVENT, AuthMethod, OutboundMessage, PipelineWork, RecipientResult,
+                     RecipientStatus, SpoolRecord, TrackingEvent)
 from ..spool.journal import HELD, NOTICE_QUEUED, PREPARED, RELEASED, DeliveryJournal, JournalEntry
 from ..spool.writer import Spool
 from .bouncelist import hard_bounce, soft_bounce
@@ -417,8 +418,15 @@ class QueueManager(Service):
         record = state.record
         if record.account is None or record.auth_method is AuthMethod.NOTICE:
             return
+        now = self.clock.seconds()
         for result in results:
             try:
+                if result.status is RecipientStatus.DELIVERED:
+                    await self.store.record_event(record.account, TrackingEvent(SEND_EVENT, record.message_id,
+                                                                                result.recipient, now))
+                elif result.status is RecipientStatus.FAILED:
+                    await self.store.record_event(record.account, TrackingEvent(
+                        BOUNCE_EVENT, record.message_id, result.recipient, now, result.reply))
                 if is_hard_bounce(result):
                     await hard_bounce(self.store, record.account, result.recipient,
                                       f"{result.reply} ({result.remote or 'no server'})")
