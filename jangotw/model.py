@@ -28,6 +28,7 @@ __all__ = [
     "TrackingEvent",
     "SEND_EVENT",
     "BOUNCE_EVENT",
+    "UNSUBSCRIBE_EVENT",
     "Notice",
     "PipelineWork",
     "parse_setting",
@@ -310,6 +311,7 @@ class DomainKey:
 
 SEND_EVENT = "send"  # TrackingEvent kinds recorded by delivery; the tracking server adds open/click/unsubscribe
 BOUNCE_EVENT = "bounce"
+UNSUBSCRIBE_EVENT = "unsubscribe"
 
 
 @frozen

@@ -178,7 +178,8 @@ class RelayService(MultiService):
                           held_domains=frozenset(d.lower() for d in (config.initiation.domain,
                                                                      *config.smtp.local_domains) if d),
                           smarthost=bool(delivery.relay_host)),
-            deliver_locally=BounceMailbox(self.spool, store, signer, reactor).deliver,
+            deliver_locally=BounceMailbox(self.spool, store, signer, reactor,
+                                          self.tracking_signer.parse_unsubscribe).deliver,
             return_path=(lambda record, index: signer.return_path(record.message_id, index, bounce_domain))
             if bounce_domain else None,
             policy=RetryPolicy(delivery.retry_base, delivery.retry_max, delivery.max_queue_lifetime),

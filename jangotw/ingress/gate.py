@@ -139,8 +139,8 @@ class Gate:
             if await self.accounts.get_account(local) is None:
                 raise UNKNOWN_MAILBOX.because(f"no account {local!r} for initiation")
         elif domain == self.bounce_domain and domain not in self.local_domains:
-            if not local.lower().startswith("bounces+"):
-                raise UNKNOWN_MAILBOX.because("not a VERP return path")
+            if not local.lower().startswith(("bounces+", "unsubscribe+")):
+                raise UNKNOWN_MAILBOX.because("not a VERP return path or unsubscribe address")
 
     async def _ip_authorised(self, session: Session) -> bool:
         if session.ip_authorised is None:

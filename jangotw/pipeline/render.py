@@ -45,6 +45,7 @@ class Renderer:
     store: IStore
     signer: TokenSigner
     base_url: str  # [tracking] base_url; an account's tracking_domain overrides it
+    bounce_domain: str  # List-Unsubscribe also offers mailto:unsubscribe+ID@<bounce_domain> when set
     directory: str
     read_headers: Callable[[SpoolRecord], "Deferred[bytes]"]
     spool_body: Callable[[str], str]  # queue id -> path of the spooled bytes
@@ -114,7 +115,12 @@ class Renderer:
         message_id = record.message_id
         headers: tuple[tuple[str, str], ...] = ()
         if urls is not None and settings.list_unsubscribe:
-            headers = (("List-Unsubscribe", f"<{urls.unsubscribe(message_id, index)}>"),  # type: ignore[arg-type]
+            # RFC 8058: the header URL is the unsubscribe URL itself, never a tracking redirect.
+            targets = [f"<{urls.unsubscribe(message_id, index)}>"]  # type: ignore[arg-type]
+            if self.bounce_domain:
+                unique = self.signer.unsubscribe_id(message_id, index)  # type: ignore[arg-type]
+                targets.append(f"<mailto:unsubscribe+{unique}@{self.bounce_domain}>")
+            headers = (("List-Unsubscribe", ", ".join(targets)),
                        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         return RewritePlan(
             wrap=settings.wrap,

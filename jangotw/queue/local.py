@@ -1,5 +1,8 @@
 # -*- test-case-name: tests.queue.test_local -*-
-"""Our own bounce mailbox: asynchronous bounces sent to a VERP return path.
+"""Our own mailboxes at the bounce domain: VERP bounces and List-Unsubscribe mail.
+
+C{unsubscribe+ID@bounce_domain} (the mailto: of List-Unsubscribe) puts the
+recipient behind ID on the account's Unsubscribe list.
 
 The token in C{bounces+TOKEN@bounce_domain} names the message and recipient
 (signed, so a forged bounce changes nothing); the send log maps it back to the
@@ -9,6 +12,8 @@ account's Bounce list at once, soft ones after C{soft_bounce_limit}; auto-replie
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -16,17 +21,19 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ..interfaces import IStore
-from ..model import BOUNCE_EVENT, RecipientResult, RecipientStatus, SpoolRecord, TrackingEvent
+from ..model import (BOUNCE_EVENT, UNSUBSCRIBE_EVENT, UNSUBSCRIBE_LIST, RecipientResult, RecipientStatus,
+                     SpoolRecord, TrackingEvent)
 from ..spool.writer import Spool
 from .bouncelist import hard_bounce, soft_bounce
 from .bounces import BounceReport, classify
 from .verp import VerpSigner
 
-__all__ = ["BounceMailbox", "MAX_BOUNCE_SIZE"]
+__all__ = ["BounceMailbox", "MAX_BOUNCE_SIZE", "UNSUBSCRIBE_PREFIX"]
 
 log = Logger()
 
 MAX_BOUNCE_SIZE = 1024 * 1024  # a bounce report is small; only this much is parsed
+UNSUBSCRIBE_PREFIX = "unsubscribe+"
 
 
 def _read_head(path: str) -> bytes:
@@ -40,6 +47,7 @@ class BounceMailbox:
     store: IStore
     signer: VerpSigner
     clock: IReactorTime
+    unsubscribe_ids: Callable[[str], "tuple[str, int] | None"]  # ID -> (queue id, recipient index)
 
     def deliver(self, record: SpoolRecord, recipients: list[str]) -> "Deferred[list[RecipientResult]]":
         """Consume a bounce addressed to C{recipients} (all VERP return paths)."""
@@ -51,12 +59,26 @@ class BounceMailbox:
         report = classify(data)
         results = []
         for recipient in recipients:
-            outcome = await self._apply(recipient, report)
+            if recipient.lower().startswith(UNSUBSCRIBE_PREFIX):
+                outcome = await self._unsubscribe(recipient)
+            else:
+                outcome = await self._apply(recipient, report)
             log.info("bounce {message_id} to {recipient}: {outcome}", message_id=record.message_id,
                      recipient=recipient, outcome=outcome)
             results.append(RecipientResult(recipient, RecipientStatus.DELIVERED, 250, "2.0.0", outcome,
                                            remote="bounce mailbox"))
         return results
+
+    async def _unsubscribe(self, address: str) -> str:
+        found = self.unsubscribe_ids(address.partition("+")[2].rpartition("@")[0])
+        sent = await self.store.find_send(*found) if found is not None else None
+        if sent is None:
+            return "ignored: not a valid unsubscribe address"
+        account, recipient = sent
+        if await self.store.suppress(account, UNSUBSCRIBE_LIST, recipient, "unsubscribed by mail"):
+            await self.store.record_event(account, TrackingEvent(UNSUBSCRIBE_EVENT, found[0], recipient,  # type: ignore[index]
+                                                                 self.clock.seconds(), "mailto"))
+        return f"{recipient} unsubscribed from {account}"
 
     async def _apply(self, return_path: str, report: BounceReport) -> str:
         token = self.signer.parse(return_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from jangotw.model import BOUNCE_LIST, RecipientStatus
 from jangotw.queue.local import BounceMailbox
 from jangotw.queue.verp import VerpSigner
+from jangotw.tracking.links import TokenSigner
 
 from .test_bounces import OUTLOOK_OUT_OF_OFFICE, POSTFIX_MAILBOX_FULL_DELAYED, POSTFIX_USER_UNKNOWN
 from .test_manager import QueueTestCase
@@ -13,7 +14,8 @@ class BounceMailboxTests(QueueTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.signer = VerpSigner(b"k" * 32)
-        self.mailbox = BounceMailbox(self.spool, self.store, self.signer)
+        self.tokens = TokenSigner(b"t" * 32)
+        self.mailbox = BounceMailbox(self.spool, self.store, self.signer, self.clock, self.tokens.parse_unsubscribe)
         self.successResultOf(self.store.record_send("18ABC0F3E2D41ZX7Q9", "shop", ["gone@remote.test"], 0.0))
         self.return_path = self.signer.return_path("18ABC0F3E2D41ZX7Q9", 0, "b.test")
 
@@ -46,3 +48,11 @@ class BounceMailboxTests(QueueTestCase):
     def test_unknown_message_ignored(self) -> None:
         other = self.signer.return_path("18ABC0F3E2D41ZX7QQ", 0, "b.test")
         self.assertIn("unknown message", self.receive(POSTFIX_USER_UNKNOWN, other))
+
+    def test_mailto_unsubscribe(self) -> None:
+        """Mail to unsubscribe+ID@bounce_domain (List-Unsubscribe's mailto:) unsubscribes that recipient."""
+        address = f"unsubscribe+{self.tokens.unsubscribe_id('18ABC0F3E2D41ZX7Q9', 0)}@b.test"
+        self.assertIn("unsubscribed", self.receive(b"Subject: unsubscribe\r\n\r\n", address))
+        self.assertEqual(self.successResultOf(self.store.suppressed("shop", "unsubscribe", ["gone@remote.test"])),
+                         {"gone@remote.test"})
+        self.assertIn("not a valid", self.receive(b"Subject: x\r\n\r\n", "unsubscribe+forged@b.test"))
