@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence, cast
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore, IReactorThreads
+from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
 from twisted.internet.task import react
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import (
@@ -33,6 +33,7 @@ from twisted.logger import (
 
 from ..auth.passwords import PasswordHasher, check_strength
 from ..config import Config, load_config
+from ..pipeline.dkim import new_rsa_key
 from ..errors import ConfigError, InputError
 from ..store.opening import open_store
 from ..queue.control import ControlRequests
@@ -41,6 +42,7 @@ from ..spool.journal import DeliveryJournal
 from ..spool.layout import Layout
 from .accounts import AccountAdmin
 from .queue import QueueAdmin
+from .domains import DomainAdmin, render_domain, render_domains
 from .reports import ReportAdmin, render_report
 from .suppressions import SuppressionAdmin, csv_rows, render_import
 
@@ -63,6 +65,7 @@ class Admin:
     queue: QueueAdmin
     suppressions: SuppressionAdmin
     reports: ReportAdmin
+    domains: DomainAdmin
 
 
 @frozen
@@ -228,6 +231,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     leaf(froms, "list", "list an account's From addresses", render=_lines,
          call=lambda admin, args: admin.accounts.list_from(args.account), arguments=[account])
 
+    domains = group("domain", "sender domains and their DKIM keys")
+    added_domain = leaf(domains, "add", "give an account a sender domain and a new DKIM key; prints the TXT "
+                                        "record to publish", render=render_domain,
+                        arguments=[account, ("domain", "the domain, e.g. example.com")],
+                        call=lambda admin, args: admin.domains.add_domain(args.account, args.domain, args.selector))
+    added_domain.add_argument("--selector", metavar="S", help="DKIM selector (default: jt<YYYYMM>)")
+    leaf(domains, "list", "list an account's domains with their TXT records", render=render_domains,
+         call=lambda admin, args: admin.domains.list_domains(args.account), arguments=[account])
+
     queue = group("queue", "messages waiting for delivery")
     listing = leaf(queue, "list", "list queued messages, oldest first", render=_render_queue,
                    call=lambda admin, args: admin.queue.list(args.account))
@@ -359,6 +371,8 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
         ),
         suppressions=SuppressionAdmin(store),
         reports=ReportAdmin(store),
+        domains=DomainAdmin(store=store, clock=cast(IReactorTime, reactor),
+                            make_key=lambda: deferToThreadPool(threads, pool, new_rsa_key)),
     )
     args.password = password
     command: _Command = args.command

@@ -106,8 +106,8 @@ def _canonical_lines(complete: bytes) -> bytes:
 
     After compression a line ends in at most one SP. Turning CRLF into LF first
     leaves a CR before LF only where it is content, so deleting SP before LF and
-    writing every LF as CRLF is exact. Plain text without any of this is returned
-    after three substring searches.
+    writing every LF as CRLF is exact. Text that needs none of this (CRLF lines,
+    single spaces) costs only a few substring searches.
     """
     text = _compress(complete)
     if b" \n" in text or b" \r\n" in text or text.count(b"\n") != text.count(b"\r\n"):
@@ -333,6 +333,14 @@ def _signature_field(header_block: bytes, key: DomainKey, private_key: Any, body
     return b"DKIM-Signature: " + value
 
 
+def _unterminated(source: IO[bytes]) -> bool:
+    """Whether the file's last line lacks a line end (the hash assumed the CRLF)."""
+    if source.seek(0, os.SEEK_END) == 0:
+        return False
+    source.seek(-1, os.SEEK_END)
+    return source.read(1) != b"\n"
+
+
 def _sign(path_in: str, path_out: str, key: DomainKey, now: float, max_header_size: int) -> None:
     private_key = _private_key(key)
     with open(path_in, "rb") as source:
@@ -351,6 +359,8 @@ def _sign(path_in: str, path_out: str, key: DomainKey, now: float, max_header_si
             with open(path_out, "wb") as target:
                 target.write(field)
                 shutil.copyfileobj(source, target, _COPY_CHUNK)
+                if _unterminated(source):
+                    target.write(b"\r\n")  # as the SMTP client would: the copy verifies as it is
         except BaseException:
             try:
                 os.unlink(path_out)
@@ -365,7 +375,9 @@ def sign_message(path_in: str, path_out: str, key: DomainKey, now: float, *,
 
     Blocking: run it in the C{cpu} thread pool. The body streams (constant
     memory); the header section, at most C{max_header_size} octets, is read
-    whole. C{t=} is C{now}. The copy is not fsynced: the caller commits it.
+    whole. C{t=} is C{now}. A last line without a line end gets CRLF in the
+    copy, as the SMTP client would add it. The copy is not fsynced: the caller
+    commits it.
 
     @return: True when C{path_out} holds the signed message. False, with
         nothing written and the reason logged, when the key cannot be used
