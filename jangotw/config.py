@@ -64,6 +64,12 @@ def _host_port(value: str) -> str | None:
     return None
 
 
+def _base_url(value: str) -> str | None:
+    if not value or (value.startswith(("http://", "https://")) and "?" not in value and "#" not in value):
+        return None
+    return 'must be an http:// or https:// URL without query, e.g. "https://track.example.com"'
+
+
 def _host_ports(values: tuple[str, ...]) -> str | None:
     for value in values:
         problem = _host_port(value)
@@ -149,7 +155,8 @@ class DeliveryConfig:
 @frozen
 class TrackingConfig:
     listen: tuple[str, ...] = _key([], "Tracking web server listeners (endpoint strings).")
-    base_url: str = _key("", "Default tracking URL base, e.g. https://track.example.com.")
+    base_url: str = _key("", "Tracking URL base for open, click and unsubscribe links when an account has "
+                             "no tracking_domain, e.g. https://track.example.com.", _base_url)
 
 
 @frozen

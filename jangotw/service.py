@@ -37,6 +37,7 @@ from .outbound.client import SMTPDeliverer
 from .outbound.mx import MailExchangers, make_resolver
 from .outbound.pool import ConnectionPool as OutboundPool
 from .pipeline.quota import Quota
+from .pipeline.render import Renderer
 from .pipeline.runner import Pipeline
 from .pipeline.suppression import Suppression
 from .queue.control import ControlRequests
@@ -187,6 +188,7 @@ class RelayService(MultiService):
             max_per_destination=delivery.max_per_destination,
             hold=delivery.hold,
             prepare=pipeline.prepare,
+            renderer=self._renderer(store, notices),
         )
         queue.setName("queue")
         queue.setServiceParent(self)
@@ -196,6 +198,22 @@ class RelayService(MultiService):
         poller.setName("queue-control")
         poller.setServiceParent(self)
         return queue
+
+    def _renderer(self, store: IStore, notices: Notices) -> Renderer:
+        renderer = Renderer(
+            store=store,
+            signer=self.tracking_signer,
+            base_url=self.config.tracking.base_url,
+            bounce_domain=self.config.delivery.bounce_domain.lower(),
+            directory=os.path.join(self.spool.root, "render"),
+            read_headers=notices.header_block,
+            spool_body=self.spool.body_path,
+            reactor=self.reactor,
+            clock=self.reactor,
+            cpu_pool=self.cpu_pool,
+        )
+        renderer.prepare_directory()
+        return renderer
 
     def _secret(self, name: str) -> "Deferred[bytes]":
         """A 32-byte key under data_dir/secrets/, created on first start (mode 0600)."""

@@ -96,8 +96,8 @@ class Renderer:
         plan = self._plan(record, account, index)
         report: RewriteReport = await deferToThreadPool(
             self.reactor, self.cpu_pool, _rewrite_file, self.spool_body(record.message_id), path + ".tmp", plan)
-        if report.links:
-            await self.store.record_links(record.message_id, report.links)
+        if report.destinations:
+            await self.store.record_links(record.message_id, report.destinations)
         if key is not None:
             signed = await deferToThreadPool(self.reactor, self.cpu_pool, sign_message, path + ".tmp", path, key,
                                              self.clock.seconds())
