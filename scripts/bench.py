@@ -40,8 +40,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {seconds:g}s")
 
 
-def jangotw(directory: str, port: int, sink: int) -> subprocess.Popen[bytes]:
-    """twistd jangomail with an IP-authorised benchmark account relaying to the sink."""
+def jangotw(directory: str, port: int, sink: int, tracking: bool = False) -> subprocess.Popen[bytes]:
+    """twistd jangomail with an IP-authorised benchmark account relaying to the sink
+    (with open/click tracking and List-Unsubscribe on, when asked)."""
     config = os.path.join(directory, "jangomail.toml")
     with open(config, "w") as handle:
         handle.write(f"""[server]
@@ -58,6 +59,11 @@ relay_host = "127.0.0.1:{sink}"
     admin = [os.path.join(VENV, "jangomail-admin"), "--config", config]
     subprocess.run([*admin, "account", "add", "bench", "--no-password"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([*admin, "ip", "add", "bench", "127.0.0.1"], check=True, stdout=subprocess.DEVNULL)
+    for setting in ("open_tracking", "click_tracking", "list_unsubscribe") if tracking else ():
+        subprocess.run([*admin, "account", "set", "bench", setting, "true"], check=True, stdout=subprocess.DEVNULL)
+    if tracking:
+        subprocess.run([*admin, "account", "set", "bench", "tracking_domain", "https://track.bench.test"],
+                       check=True, stdout=subprocess.DEVNULL)
     return subprocess.Popen([os.path.join(VENV, "twistd"), "--nodaemon", "--pidfile=",
                              f"--logfile={directory}/twistd.log", "jangomail", "--config", config])
 
@@ -98,13 +104,71 @@ def runs(raw: str) -> Iterator[dict[str, object]]:
             yield json.loads(line)
 
 
+def memory_kb(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/status") as handle:
+        return {name: int(value.split()[0]) for name, _, value in (line.partition(":") for line in handle)
+                if name in ("VmRSS", "VmHWM")}
+
+
+def big_message(size: int) -> bytes:
+    """An HTML newsletter with links plus a base64 attachment, about C{size} bytes."""
+    from email.message import EmailMessage
+    from email.policy import SMTP
+
+    message = EmailMessage(policy=SMTP)
+    message["From"] = "Bench <bench@bench.jangotw.test>"
+    message["To"] = "list@sink.test"
+    message["Subject"] = "memory benchmark"
+    message.set_content("Hello ***uniqueid***\n" + "See https://example.test/a\n" * 100)
+    message.add_alternative("<html><body>" + '<p><a href="https://example.test/b">b</a></p>' * 100
+                            + "</body></html>", subtype="html")
+    message.add_attachment(os.urandom(size * 3 // 4), maintype="application", subtype="octet-stream",
+                           filename="data.bin")
+    return message.as_bytes()
+
+
+def memory(recipients: int, tracking: bool) -> dict[str, object]:
+    """Peak RSS growth of the server relaying one 30 MB message to C{recipients} recipients."""
+    import smtplib
+
+    directory = tempfile.mkdtemp(prefix="bench-memory-")
+    port, sink = free_port(), free_port()
+    sink_process = subprocess.Popen([sys.executable, os.path.join(HARNESS, "sink.py"), "--port", str(sink),
+                                     "--expect", str(recipients)], stdout=subprocess.PIPE)
+    server = jangotw(directory, port, sink, tracking)
+    try:
+        wait_for_port(port, server)
+        data = big_message(30 * 1024 * 1024)
+        before = memory_kb(server.pid)
+        started = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", port, timeout=600) as client:
+            client.sendmail("bench@bench.jangotw.test", [f"r{i}@sink.test" for i in range(recipients)], data)
+        sink_process.wait(timeout=1800)
+        after = memory_kb(server.pid)
+        return {"recipients": recipients, "tracking": tracking, "message_mb": round(len(data) / 2**20, 1),
+                "rss_before_mb": round(before["VmRSS"] / 1024, 1), "peak_rss_mb": round(after["VmHWM"] / 1024, 1),
+                "growth_mb": round((after["VmHWM"] - before["VmRSS"]) / 1024, 1),
+                "seconds": round(time.monotonic() - started, 1)}
+    finally:
+        stop(server)
+        sink_process.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="benchmark jangotw against its peers")
     parser.add_argument("--peers", default="", help="comma-separated: postfix, twisted, aiosmtpd")
     parser.add_argument("--profiles", default="latency,small,large")
     parser.add_argument("--scale", type=float, default=0.5)
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--memory", action="store_true",
+                        help="instead: peak RSS relaying one 30 MB message (1 recipient plain; "
+                             "100 recipients with tracking)")
     args = parser.parse_args()
+    if args.memory:
+        for recipients, tracking in ((1, False), (100, True)):
+            print(json.dumps(memory(recipients, tracking)))
+        return
     sys.path.insert(0, HARNESS)
     import relay_bench  # the harness's own summary and table
 

@@ -22,7 +22,9 @@ Track = Callable[[str], "str | None"]
 """Given a link destination, the URL to put in its place, or None to leave the link alone."""
 
 _TRACKABLE = re.compile(r"https?://", re.IGNORECASE)
-_LINK_TAG = re.compile(r"""<(a|area)(?=[\s/>])(?:[^>"']|"[^"]*"|'[^']*')*>""", re.IGNORECASE)
+# Tag patterns never look past the next "<" (a quoted value holding one ends there): a
+# tag that does not close costs only its own length, never a scan to the end of the part.
+_LINK_TAG = re.compile(r"""<(a|area)(?=[\s/>])(?:[^<>"']|"[^"<]*"|'[^'<]*')*>""", re.IGNORECASE)
 _ATTRIBUTE = re.compile(r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""")
 _BARE_URL = re.compile(r"""https?://[^\s<>"]+""", re.IGNORECASE)
 _TRAILING = ".,;:!?'*"
@@ -31,12 +33,12 @@ _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 # Regions of HTML inside which a line break would change meaning or rendering.
 _PROTECTED = re.compile(
-    r"""<(pre|script|style|textarea)\b(?:[^>"']|"[^"]*"|'[^']*')*>.*?(?:</\1\s*>|\Z)"""
+    r"""<(pre|script|style|textarea)\b(?:[^<>"']|"[^"<]*"|'[^'<]*')*>.*?(?:</\1\s*>|\Z)"""
     r"""|<!--.*?(?:-->|\Z)"""
     r"""|<[!?][^>]*(?:>|\Z)"""
-    r"""|</?[A-Za-z](?:[^>"']|"[^"]*"|'[^']*')*(?:>|\Z)""",
+    r"""|</?[A-Za-z](?:[^<>"']|"[^"<]*"|'[^'<]*'|["'])*(?:>|(?=<)|\Z)""",
     re.IGNORECASE | re.DOTALL)
-_BREAK = re.compile(r"[ \t]+(?=[^ \t\r\n])")
+_BREAK = re.compile(r"(?<![ \t])[ \t]+(?=[^ \t\r\n])")
 _LINE_END = re.compile(r"\r?\n")
 
 
@@ -100,15 +102,19 @@ def track_text_links(text: str, track: Track) -> str:
 
 def _trim(url: str) -> str:
     """Drop the sentence punctuation a URL in prose usually ends with (and unbalanced closers)."""
-    while url:
-        last = url[-1]
+    end = len(url)
+    opened = {closer: url.count(opener) for closer, opener in _CLOSERS.items()}
+    closed = {closer: url.count(closer) for closer in _CLOSERS}
+    while end:
+        last = url[end - 1]
         if last in _TRAILING:
-            url = url[:-1]
-        elif last in _CLOSERS and url.count(last) > url.count(_CLOSERS[last]):
-            url = url[:-1]
+            end -= 1
+        elif last in _CLOSERS and closed[last] > opened[last]:
+            closed[last] -= 1
+            end -= 1
         else:
             break
-    return url
+    return url[:end]
 
 
 def pixel_tag(url: str) -> str:
