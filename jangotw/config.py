@@ -140,6 +140,8 @@ class DeliveryConfig:
     relay_user: str = _key("", "User name for AUTH PLAIN to relay_host (sent only over TLS).")
     relay_password_file: str = _key("", "File holding the relay_host password on its first line "
                                         "(keep it mode 0600).", path=True)
+    blocklist_file: str = _key("", "Server-wide block list: addresses and @domains (one per line, # comments) "
+                                   "that no account's mail is delivered to; read at start-up.", path=True)
     hold: bool = _key(False, "Accept and spool mail but start no deliveries (maintenance, or draining "
                              "a node); set false and restart to release the queue.")
     max_active: int = _key(200, "Delivery attempts in progress at once, in total.", _at_least(1))

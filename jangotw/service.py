@@ -39,7 +39,7 @@ from .outbound.pool import ConnectionPool as OutboundPool
 from .pipeline.quota import Quota
 from .pipeline.render import Renderer
 from .pipeline.runner import Pipeline
-from .pipeline.suppression import Suppression
+from .pipeline.suppression import Suppression, read_blocklist
 from .queue.control import ControlRequests
 from .queue.local import BounceMailbox
 from .queue.manager import QueueManager
@@ -166,7 +166,8 @@ class RelayService(MultiService):
         )
         bounce_domain = delivery.bounce_domain.lower()
         notices = Notices(self.spool, reactor, hostname)
-        pipeline = Pipeline(stages=(Suppression(store), Quota(store, reactor)), accounts=store,
+        blocklist = await deferToThreadPool(reactor, self.spool_pool, read_blocklist, delivery.blocklist_file)
+        pipeline = Pipeline(stages=(Suppression(store, blocklist), Quota(store, reactor)), accounts=store,
                             read_headers=notices.header_block)
         queue = QueueManager(
             clock=reactor,

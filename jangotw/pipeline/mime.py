@@ -40,9 +40,9 @@ class HeaderBlock:
     """
     fields: tuple[bytes, ...]
     separator: bytes
-    eol: bytes = b"\r\n"
-    default_type: str = "text/plain"
-    parsed: Message = field(eq=False, repr=False, default=None)
+    eol: bytes
+    default_type: str
+    parsed: Message = field(eq=False, repr=False)
 
     @classmethod
     def parse(cls, fields: tuple[bytes, ...], separator: bytes, default_type: str = "text/plain") -> HeaderBlock:
@@ -99,7 +99,7 @@ class Editor(Protocol):
     """What the walk asks about a message; L{jangotw.pipeline.rewrite} answers."""
 
     def top(self, header: HeaderBlock) -> HeaderBlock:
-        """The top-level header block to write instead of C{header}."""
+        """The top-level header block to write, and to walk by, instead of C{header}."""
 
     def select(self, header: HeaderBlock) -> bool:
         """Whether a leaf part's body should be read into memory and offered to L{rewrite}."""
@@ -163,11 +163,12 @@ class _Input:
                         break
                 else:
                     end = buffer.find(b"\n", candidate, candidate + _MAX_DELIMITER)
-                    if end < 0 and len(buffer) - candidate < _MAX_DELIMITER and not self._eof:
+                    short = len(buffer) - candidate < _MAX_DELIMITER
+                    if end < 0 and short and not self._eof:
                         undecided = True
                         break
-                    line = buffer[candidate:end + 1 if end >= 0 else candidate + _MAX_DELIMITER]
-                    if is_delimiter(line):
+                    line = buffer[candidate:end + 1] if end >= 0 else buffer[candidate:] if short else b""
+                    if line and is_delimiter(line):
                         emit(memoryview(buffer)[self._at:candidate])
                         self._at = candidate + len(line)
                         return line
@@ -240,6 +241,8 @@ def walk(source: BinaryIO, sink: BinaryIO, editor: Editor, max_part: int) -> Non
     """Copy the message in C{source} to C{sink}, letting C{editor} change what it selects.
 
     C{max_part} bounds the body of a selected part held in memory.
+
+    @raise PermanentError: the top-level header block is longer than L{MAX_HEADER_BYTES}.
     """
     _Walk(_Input(source), sink, editor, max_part).entity(_Delimiters(()), "text/plain", top=True)
 
@@ -259,17 +262,16 @@ class _Walk:
             if top:
                 raise PermanentError(f"message header block longer than {MAX_HEADER_BYTES} bytes")
             return self.source.scan(self.sink.write, delimiters)
+        if top:
+            header = self.editor.top(header)
         boundary = header.boundary if header.content_type.startswith("multipart/") else None
         if boundary is not None and len(delimiters.boundaries) < MAX_DEPTH:
-            self.write_header(header, top)
+            self.sink.write(header.to_bytes())
             return self.multipart(delimiters.nested(boundary), header.content_type == "multipart/digest")
         if not self.editor.select(header):
-            self.write_header(header, top)
+            self.sink.write(header.to_bytes())
             return self.source.scan(self.sink.write, delimiters)
-        return self.selected(header, delimiters, top)
-
-    def write_header(self, header: HeaderBlock, top: bool) -> None:
-        self.sink.write((self.editor.top(header) if top else header).to_bytes())
+        return self.selected(header, delimiters)
 
     def header_block(self, delimiters: _Delimiters, default_type: str) -> HeaderBlock | None:
         """Read a header block up to its empty line (or up to the first line that is neither a
@@ -308,10 +310,9 @@ class _Walk:
             line = self.entity(delimiters, "message/rfc822" if digest else "text/plain")
         return line
 
-    def selected(self, header: HeaderBlock, delimiters: _Delimiters, top: bool) -> bytes:
+    def selected(self, header: HeaderBlock, delimiters: _Delimiters) -> bytes:
         """Read a selected part's body, offer it to the editor, write the result."""
-        collector = _Collector(self.sink, self.editor.top(header).to_bytes() if top else header.to_bytes(),
-                               self.max_part)
+        collector = _Collector(self.sink, header.to_bytes(), self.max_part)
         line = self.source.scan(collector, delimiters)
         if collector.overflowed:
             self.editor.oversized(header)
@@ -322,7 +323,7 @@ class _Walk:
         result = self.editor.rewrite(header, body)
         if result is not None:
             header, body = result
-        self.write_header(header, top)
+        self.sink.write(header.to_bytes())
         self.sink.write(body)
         self.sink.write(end)
         return line

@@ -18,7 +18,7 @@ import binascii
 import codecs
 import re
 from email.header import Header
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterable
 from urllib.parse import quote
 
 from attrs import Factory, define, field, frozen
@@ -36,6 +36,7 @@ _ENCODINGS = _UNENCODED | {"quoted-printable", "base64"}
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _UNIQUE_ID = re.compile(r"""[^\s<>&"'\x00-\x1f\x7f]+""")
 _FOLD_AT = 78
+_QP_LINE = 76
 _LINE_END = re.compile(rb"\r?\n")
 
 
@@ -74,7 +75,11 @@ def _check_unique_id(instance: object, attribute: object, value: str | None) -> 
         raise ValueError("a unique id is one printable token without HTML specials")
 
 
-def _lower_names(names: frozenset[str] | set[str] | tuple[str, ...]) -> frozenset[str]:
+def _field_tuple(fields: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, value) for name, value in fields)
+
+
+def _lower_names(names: Iterable[str]) -> frozenset[str]:
     return frozenset(name.lower() for name in names)
 
 
@@ -90,7 +95,8 @@ class RewritePlan:
     @ivar open_pixel: URL of a 1x1 image put before C{</body>} of each HTML part.
     @ivar unique_id: replaces C{***uniqueid***} in text parts.
     @ivar headers_to_add: (name, value) fields appended to the top-level header block.
-    @ivar headers_to_remove: names of top-level fields to drop (any case).
+    @ivar headers_to_remove: names of top-level fields to drop (any case); a field
+        named here and in C{headers_to_add} is replaced.
     @ivar unsubscribe_marker_path: links containing this are never tracked.
     @ivar max_text_part: a text part longer than this (encoded) is copied unchanged.
     """
@@ -100,7 +106,8 @@ class RewritePlan:
     click_text: bool = False
     open_pixel: str | None = field(default=None, validator=optional(instance_of(str)))
     unique_id: str | None = field(default=None, validator=_check_unique_id)
-    headers_to_add: tuple[tuple[str, str], ...] = field(default=(), converter=tuple, validator=_check_fields)
+    headers_to_add: tuple[tuple[str, str], ...] = field(default=(), converter=_field_tuple,
+                                                       validator=_check_fields)
     headers_to_remove: frozenset[str] = field(default=frozenset(), converter=_lower_names)
     unsubscribe_marker_path: str = "/u.z?"
     max_text_part: int = field(default=4 * 1024 * 1024, validator=ge(1))
@@ -283,8 +290,30 @@ def _encode_base64(content: bytes, eol: bytes) -> bytes:
 def _encode_quoted_printable(content: bytes, eol: bytes) -> bytes:
     """Quoted-printable (RFC 2045 6.7): each line encoded on its own, so CR or LF inside a line
     and trailing whitespace are escaped and hard line breaks stay C{eol}."""
-    return eol.join(binascii.b2a_qp(line, istext=False).replace(b"=\n", b"=" + eol)
-                    for line in _LINE_END.split(content))
+    return eol.join(_quoted_printable_line(line, eol) for line in _LINE_END.split(content))
+
+
+def _quoted_printable_line(line: bytes, eol: bytes) -> bytes:
+    """One line in soft-broken pieces of at most 76 characters. No piece starts with "--",
+    so none can be taken for a MIME delimiter: such a piece starts with C{=2D}."""
+    encoded = binascii.b2a_qp(line, istext=False).replace(b"=\n", b"")  # one long line
+    pieces = []
+    at = 0
+    while True:
+        head = b""
+        if encoded.startswith(b"--", at):
+            head, at = b"=2D", at + 1
+        room = _QP_LINE - len(head)
+        if len(encoded) - at <= room:
+            pieces.append(head + encoded[at:])
+            return (b"=" + eol).join(pieces)
+        cut = at + room - 1  # leave room for the soft break's "="
+        if encoded[cut - 1:cut] == b"=":  # never split an =XX escape
+            cut -= 1
+        elif encoded[cut - 2:cut - 1] == b"=":
+            cut -= 2
+        pieces.append(head + encoded[at:cut])
+        at = cut
 
 
 def _longest_line(content: bytes) -> int:

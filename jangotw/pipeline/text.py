@@ -38,7 +38,7 @@ _PROTECTED = re.compile(
     r"""|<[!?][^>]*(?:>|\Z)"""
     r"""|</?[A-Za-z](?:[^<>"']|"[^"<]*"|'[^'<]*'|["'])*(?:>|(?=<)|\Z)""",
     re.IGNORECASE | re.DOTALL)
-_BREAK = re.compile(r"(?<![ \t])[ \t]+(?=[^ \t\r\n])")
+_BREAK = re.compile(r"(?<![ \t])[ \t]+(?=[^ \t\r\n])(?!--)")  # "--" could start a MIME delimiter
 _LINE_END = re.compile(r"\r?\n")
 
 
@@ -136,7 +136,8 @@ def wrap_lines(text: str, width: int, eol: str, markup: bool) -> str:
     Nothing is removed: a break is an C{eol} inserted after whitespace, so the
     trailing space doubles as an RFC 3676 soft break. Words and URLs (which
     contain no whitespace) are never split, nor, when C{markup} is true, HTML
-    tags, comments and C{pre}, C{script}, C{style} and C{textarea} elements.
+    tags, comments and C{pre}, C{script}, C{style} and C{textarea} elements;
+    and no new line starts with "--", which could be taken for a MIME delimiter.
     A line that cannot be broken within C{width} is broken at its first
     opportunity after it, or stays long.
     """

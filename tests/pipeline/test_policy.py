@@ -7,7 +7,7 @@ from jangotw.errors import BOUNCED_TEXT, UNSUBSCRIBED_TEXT
 from jangotw.model import BOUNCE_LIST, UNSUBSCRIBE_LIST, SpoolRecord
 from jangotw.pipeline.quota import Quota, month_of
 from jangotw.pipeline.runner import Pipeline, summary_headers
-from jangotw.pipeline.suppression import Suppression
+from jangotw.pipeline.suppression import Suppression, read_blocklist
 from jangotw.queue.manager import QueueManager
 
 from tests.queue.test_manager import DAY, QueueTestCase
@@ -175,3 +175,21 @@ class HeaderSummaryTests(QueueTestCase):
 
     def test_broken_headers_tolerated(self) -> None:
         self.assertEqual(summary_headers(b"From: <<<\r\nSubject: =?x?q?broken\r\n\r\n").get("from-address"), None)
+
+
+class ServerBlockListTests(PolicyTestCase):
+    def make_manager(self, **options: object) -> QueueManager:
+        manager = QueueTestCase.make_manager(self, **options)
+        path = self.mktemp()
+        with open(path, "w") as handle:
+            handle.write("# abuse desk\nvictim@remote.test\n@blocked.test  # whole domain\n")
+        pipeline = Pipeline(stages=(Suppression(self.store, read_blocklist(path)),), accounts=self.store,
+                            read_headers=manager.notices.header_block)
+        manager.prepare = pipeline.prepare
+        return manager
+
+    def test_server_block_list_applies_to_every_account(self) -> None:
+        self.send("victim@remote.test", "anyone@blocked.test", "ok@remote.test")
+        self.assertEqual([r for _, r in self.sent() if r != ("news@shop.test",)], [("ok@remote.test",)])
+        self.assertEqual(len(self.notice_texts()), 2)
+        self.assertIn("server's block list", self.notice_texts()[0][2])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import html
 import io
@@ -29,9 +30,9 @@ def click(destination: str, index: int) -> str:
     return f"https://t.test/c/{index}"
 
 
-def run(message: bytes, plan: RewritePlan, source: BinaryIO | None = None) -> tuple[bytes, RewriteReport]:
+def run(message: bytes, plan: RewritePlan, source: BinaryIO | io.RawIOBase | None = None) -> tuple[bytes, RewriteReport]:
     sink = io.BytesIO()
-    report = rewrite(source or io.BytesIO(message), sink, plan)
+    report = rewrite(source or io.BytesIO(message), sink, plan)  # type: ignore[arg-type]
     return sink.getvalue(), report
 
 
@@ -275,7 +276,7 @@ class EncodingTests(SynchronousTestCase):
         out, report = run(source, self.plan)
         part = leaves(parse(out))[0]
         self.assertEqual(part["Content-Transfer-Encoding"], "base64")
-        lines = part.get_payload().split("\r\n")
+        lines = str(part.get_payload()).split("\r\n")
         self.assertEqual({len(line) for line in lines[:-1]}, {76})
         self.assertEqual(text_of(part), content.decode().replace(UNIQUE_ID_TOKEN, "ID-1")
                          .replace("https://s.test/", "https://t.test/c/0")
@@ -290,7 +291,7 @@ class EncodingTests(SynchronousTestCase):
         out, _ = run(source, self.plan)
         part = leaves(parse(out))[0]
         self.assertEqual(part["Content-Transfer-Encoding"], "quoted-printable")
-        self.assertTrue(all(len(line) <= 76 for line in part.get_payload().split("\r\n")))
+        self.assertTrue(all(len(line) <= 76 for line in str(part.get_payload()).split("\r\n")))
         self.assertEqual(part.get_payload(decode=True),
                          b"<p>caf\xe9 " + b"au lait " * 12 + b"ID-1 <a href=\"https://t.test/c/0\">x</a>  \r\n"
                          b"line two</p>" + pixel_tag(PIXEL).encode())
@@ -311,6 +312,37 @@ class EncodingTests(SynchronousTestCase):
         self.assertEqual(first.get_payload(decode=True), b"hi abc\n")
         self.assertEqual(second.get_payload(decode=True), b"hi abc and abc")
         self.assertEqual(report.parts_reencoded, 2)
+
+    def test_encoded_delimiter_line_stays_encoded(self) -> None:
+        """Content holding a delimiter line (encoded in the source) cannot end the part when
+        encoded again: a quoted-printable line never starts with "--"."""
+        source = message(plain(b"before\r\n=2D-BOUND--\r\n" + UNIQUE_ID_TOKEN.encode(), b"quoted-printable"),
+                         plain(base64.b64encode(b"--BOUND\n" + UNIQUE_ID_TOKEN.encode() + b"\n"), b"base64"),
+                         plain(b"end"))
+        out, _ = run(source, RewritePlan(unique_id="1"))
+        first, second, third = leaves(parse(out))
+        self.assertEqual(first.get_payload(decode=True), b"before\r\n--BOUND--\r\n1")
+        self.assertEqual(second.get_payload(decode=True), b"--BOUND\n1\n")
+        self.assertEqual(third.get_payload(), "end")
+
+    def test_wrapping_never_starts_a_line_with_two_dashes(self) -> None:
+        source = message(plain(b"one --BOUND two --BOUND-- three"), plain(b"end"))
+        out, _ = run(source, RewritePlan(wrap=5))
+        self.assertEqual(out, message(plain(b"one --BOUND two --BOUND-- three".replace(b" t", b" \r\nt")), plain(b"end")))
+
+    @settings(max_examples=200)
+    @given(st.binary(max_size=400), st.sampled_from([b"\r\n", b"\n"]))
+    def test_quoted_printable_encoding_round_trips(self, content: bytes, eol: bytes) -> None:
+        """Any bytes come back from quoted-printable as they went in (line ends as the
+        message's), in lines of at most 76 characters, none starting with "--"."""
+        encoded = binascii.b2a_qp(content + UNIQUE_ID_TOKEN.encode(), istext=False)
+        source = message(plain(b"@", b"quoted-printable"), page(b"x")).replace(b"\r\n", eol).replace(b"@", encoded)
+        out, _ = run(source, RewritePlan(unique_id="Q"))
+        part = leaves(parse(out))[0]
+        self.assertEqual(part.get_payload(decode=True), re.sub(rb"\r?\n", eol, content) + b"Q")
+        for line in str(part.get_payload()).split(eol.decode()):
+            self.assertLessEqual(len(line), 76)
+            self.assertFalse(line.startswith("--"))
 
     def test_invalid_base64_left_alone(self) -> None:
         source = message(plain(b"SGVsbG8", b"base64"))
@@ -440,7 +472,8 @@ def _tokens(draw: st.DrawFn, alphabet: str, markup: bool) -> str:
                     st.builds(lambda url: f'<a class="button notrack" href="{html.escape(url)}">skip</a>',
                               st.sampled_from(_URLS)),
                     st.just('<img src="logo.png" alt="our logo">'), st.just("<p>"), st.just("</p>")]
-    return draw(st.one_of(*choices))
+    token: str = draw(st.one_of(*choices))
+    return token
 
 
 @st.composite
@@ -519,8 +552,9 @@ def _undo(text: str, plan: RewritePlan, report: RewriteReport, markup: bool) -> 
     """The decoded text of a rewritten part with tracked URLs put back and the pixel dropped."""
     if plan.open_pixel is not None and markup:
         text = text.replace(pixel_tag(plan.open_pixel), "", 1)
-    destination = (lambda found: html.escape(report.destinations[int(found.group(1))])) if markup else (
-        lambda found: report.destinations[int(found.group(1))])
+    def destination(found: re.Match[str]) -> str:
+        url = report.destinations[int(found.group(1))]
+        return html.escape(url) if markup else url
     return CLICK.sub(destination, text)
 
 
