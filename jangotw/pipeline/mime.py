@@ -16,6 +16,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import BinaryIO, Callable, Protocol
 
+import attrs
 from attrs import field, frozen
 
 from ..errors import PermanentError
@@ -62,7 +63,10 @@ class HeaderBlock:
     @property
     def boundary(self) -> bytes | None:
         found = self.parsed.get_boundary()
-        return found.encode("ascii", "surrogateescape") if found else None
+        try:
+            return found.encode("ascii", "surrogateescape") if found else None
+        except UnicodeError:  # mangled while decoding the parameter: no delimiter matches it
+            return None
 
     @property
     def charset(self) -> str | None:
@@ -323,6 +327,10 @@ class _Walk:
         result = self.editor.rewrite(header, body)
         if result is not None:
             header, body = result
+            if not header.separator:  # a new body must not be read as more header fields
+                header = attrs.evolve(header, separator=header.eol)
+            if line and body and not end:  # the part was empty: its delimiter needs a line end
+                end = header.eol
         self.sink.write(header.to_bytes())
         self.sink.write(body)
         self.sink.write(end)

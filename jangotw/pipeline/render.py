@@ -130,6 +130,7 @@ class Renderer:
             open_pixel=urls.open_pixel(message_id, index) if urls is not None and settings.open_tracking else None,  # type: ignore[arg-type]
             unique_id=self.signer.unsubscribe_id(message_id, index) if index is not None else None,
             headers_to_add=headers,
+            headers_to_remove=frozenset(name.lower() for name, _ in headers),  # ours replace the client's
         )
 
 

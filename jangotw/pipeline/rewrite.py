@@ -216,7 +216,7 @@ class _Rewriter:
             text = decoded.decode(codec, "surrogateescape")
             if text.encode(codec, "surrogateescape") != decoded:
                 return None
-        except (LookupError, UnicodeError):
+        except (LookupError, UnicodeError, ValueError):  # unknown, not a text codec, or odd
             return None
         plan = self.plan
         markup = header.content_type == "text/html"

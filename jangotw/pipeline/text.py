@@ -13,12 +13,12 @@ import re
 from bisect import bisect_right
 from typing import Callable
 
-__all__ = ["UNIQUE_ID_TOKEN", "replace_unique_id", "track_html_links", "track_text_links",
+__all__ = ["UNIQUE_ID_TOKEN", "Track", "replace_unique_id", "track_html_links", "track_text_links",
            "pixel_tag", "insert_pixel", "wrap_lines"]
 
 UNIQUE_ID_TOKEN = "***uniqueid***"
 
-Track = Callable[[str], "str | None"]
+Track = Callable[[str], str | None]
 """Given a link destination, the URL to put in its place, or None to leave the link alone."""
 
 _TRACKABLE = re.compile(r"https?://", re.IGNORECASE)

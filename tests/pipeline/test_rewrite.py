@@ -14,7 +14,7 @@ from email.parser import BytesParser
 from email.policy import SMTP, compat32
 from typing import BinaryIO
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from jangotw.errors import PermanentError
@@ -170,6 +170,14 @@ class CopyTests(SynchronousTestCase):
         source = message(page(body), plain(b"z"))
         out, _ = run(source, RewritePlan(click_url=click))
         self.assertEqual(out, source.replace(b"https://s.test/", b"https://t.test/c/0"))
+
+    def test_part_without_empty_line_gets_one_when_rewritten(self) -> None:
+        """A part whose header block runs into the next delimiter gets an empty line before
+        the body written for it, so the body cannot be read as header fields."""
+        source = message(b"Content-Type: text/html", plain(b"x"))
+        out, report = run(source, RewritePlan(open_pixel=PIXEL))
+        self.assertIn(b"--BOUND\r\nContent-Type: text/html\r\n\r\n" + pixel_tag(PIXEL).encode() + b"\r\n--BOUND", out)
+        self.assertEqual(leaves(parse(out))[0].get_payload(), pixel_tag(PIXEL))
 
     def test_tiny_reads(self) -> None:
         """The result does not depend on how the source splits its reads."""
@@ -336,7 +344,8 @@ class EncodingTests(SynchronousTestCase):
         """Any bytes come back from quoted-printable as they went in (line ends as the
         message's), in lines of at most 76 characters, none starting with "--"."""
         encoded = binascii.b2a_qp(content + UNIQUE_ID_TOKEN.encode(), istext=False)
-        source = message(plain(b"@", b"quoted-printable"), page(b"x")).replace(b"\r\n", eol).replace(b"@", encoded)
+        source = message(plain(b"#BODY#", b"quoted-printable"), page(b"x")).replace(b"\r\n", eol)
+        source = source.replace(b"#BODY#", encoded)
         out, _ = run(source, RewritePlan(unique_id="Q"))
         part = leaves(parse(out))[0]
         self.assertEqual(part.get_payload(decode=True), re.sub(rb"\r?\n", eol, content) + b"Q")
@@ -636,6 +645,46 @@ class PropertyTests(SynchronousTestCase):
             self.assertEqual(undone, expected)
         if not markup and not plan.click_text:
             self.assertNotRegex(text, CLICK)
+
+
+_FRAGMENTS = st.sampled_from([
+    b"Content-Type: multipart/mixed; boundary=B", b'Content-Type: multipart/alternative; boundary="C"',
+    b"Content-Type: text/html; charset=utf-8", b"Content-Type: text/plain", b"Content-Type: multipart/digest; boundary=D",
+    b"Content-Transfer-Encoding: base64", b"Content-Transfer-Encoding: quoted-printable",
+    b"Content-Disposition: attachment", b" continued", b"", b"--B", b"--B--", b"--C", b"--C--  ", b"--D", b"--",
+    b"--B-", b"<a href='https://s.test/'>x</a></body>", b"https://s.test/ " + UNIQUE_ID_TOKEN.encode(),
+    b"SGVsbG8=", b"=E9t=E9=", b"not a header", b"Content-Type: text/plain; charset=\xff", b" \x80",
+    b"Content-Type: text/html; charset=rot13", b"Content-Type: multipart/mixed; boundary*=utf-8''%FF%FE"])
+
+
+@st.composite
+def _scrambled(draw: st.DrawFn) -> bytes:
+    """Byte soup made of MIME fragments, random bytes and either line end."""
+    lines = draw(st.lists(st.one_of(_FRAGMENTS, st.binary(max_size=20).map(lambda data: data.replace(b"\n", b""))),
+                          max_size=40))
+    eol = draw(st.sampled_from([b"\r\n", b"\n"]))
+    return eol.join(lines) + draw(st.sampled_from([eol, b""]))
+
+
+class RobustnessTests(SynchronousTestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(_scrambled(), st.sampled_from([None, 1, 3]))
+    def test_empty_plan_copies_any_input(self, source: bytes, trickle: int | None) -> None:
+        """Whatever the bytes, a plan that asks for nothing gives them back unchanged (no line
+        here is long enough to need quoted-printable)."""
+        out, report = run(source, RewritePlan(), _Trickle(source, trickle) if trickle else None)
+        self.assertEqual((out, report.changed), (source, False))
+
+    @settings(max_examples=300, deadline=None)
+    @given(_scrambled())
+    @example(b"Content-Type: multipart/mixed; boundary=B\r\n \x80\r\n")
+    def test_any_input_is_rewritten_without_error(self, source: bytes) -> None:
+        """Malformed input never makes the rewrite fail, and the result does not depend on the reads."""
+        plan = RewritePlan(wrap=10, click_url=click, click_text=True, open_pixel=PIXEL, unique_id="7",
+                           headers_to_add=(("X-Added", "yes"),))
+        out, report = run(source, plan)
+        self.assertTrue(report.changed)
+        self.assertEqual(run(b"", plan, _Trickle(source, 2))[0], out)
 
 
 class StreamingTests(SynchronousTestCase):

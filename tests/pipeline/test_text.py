@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -10,7 +11,7 @@ from jangotw.pipeline.text import (UNIQUE_ID_TOKEN, insert_pixel, pixel_tag, rep
                                    track_html_links, track_text_links, wrap_lines)
 
 
-def _numbered() -> tuple[list[str], "object"]:
+def _numbered() -> tuple[list[str], Callable[[str], str]]:
     """A track function that numbers destinations, and the list it records them in."""
     seen: list[str] = []
 
@@ -58,9 +59,7 @@ class WrapTests(SynchronousTestCase):
         """Whitespace between attributes or inside quoted values is not a break point."""
         html = '<p>word <a href="https://x.test/" class="big button" title="a > b">link</a> end</p>'
         wrapped = wrap_lines(html, 12, "\n", True)
-        self.assertEqual(wrapped, 'word \n<a href="https://x.test/" class="big button" title="a > b">link</a> \nend</p>'
-                         .replace("word", "<p>word"))
-        self.assertIn('<a href="https://x.test/" class="big button" title="a > b">', wrapped)
+        self.assertEqual(wrapped, '<p>word \n<a href="https://x.test/" class="big button" title="a > b">link</a> \nend</p>')
 
     def test_tag_spanning_lines_is_protected(self) -> None:
         html = '<td style="color: red;\n  font-size: 12px; padding: 0 0 0 0; margin: 0 0 0 0;">xy</td>'
@@ -118,7 +117,7 @@ def _unwrap(original: str, wrapped: str) -> str:
 class HtmlLinkTests(SynchronousTestCase):
     def track(self, html: str) -> tuple[str, list[str]]:
         seen, track = _numbered()
-        return track_html_links(html, track), seen  # type: ignore[arg-type]
+        return track_html_links(html, track), seen
 
     def test_href_replaced(self) -> None:
         out, seen = self.track('<a href="https://shop.test/a">A</a>')
@@ -180,7 +179,7 @@ class TextLinkTests(SynchronousTestCase):
     def test_bare_urls_replaced_without_trailing_punctuation(self) -> None:
         seen, track = _numbered()
         out = track_text_links("Go to https://s.test/a. Or (https://s.test/b_(c)), <https://s.test/d>!",
-                               track)  # type: ignore[arg-type]
+                               track)
         self.assertEqual(out, "Go to https://t.test/c/0. Or (https://t.test/c/1), <https://t.test/c/2>!")
         self.assertEqual(seen, ["https://s.test/a", "https://s.test/b_(c)", "https://s.test/d"])
 
