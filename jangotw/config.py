@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import attrs
 from attrs import frozen
+from ldap3.core.exceptions import LDAPInvalidDnError
+from ldap3.utils.dn import parse_dn
 
 from .errors import ConfigError
 
@@ -25,6 +27,10 @@ __all__ = [
     "DeliveryConfig",
     "TrackingConfig",
     "InitiationConfig",
+    "LDAPConfig",
+    "GroupMapping",
+    "CAPABILITIES",
+    "parse_group_mapping",
     "SECTIONS",
     "load_config",
     "parse_config",
@@ -75,6 +81,81 @@ def _host_ports(values: tuple[str, ...]) -> str | None:
         problem = _host_port(value)
         if problem:
             return f"{value!r} {problem}"
+    return None
+
+
+def _ldap_url(value: str) -> str | None:
+    scheme, separator, rest = value.partition("://")
+    host = rest.rstrip("/")
+    if not value or (separator and scheme in ("ldap", "ldaps") and host and "/" not in host):
+        return None
+    return 'must be "" (LDAP off) or ldap://host[:port] or ldaps://host[:port]'
+
+
+def _filter_template(required: tuple[str, ...], allowed: tuple[str, ...]) -> Check:
+    """A search filter with C{{name}} placeholders: parenthesised, known names only, one required."""
+    example = "{" + required[0] + "}"
+
+    def check(value: str) -> str | None:
+        if not (value.startswith("(") and value.endswith(")")):
+            return f'must be an LDAP filter in parentheses, e.g. "(uid={example})"'
+        try:
+            value.format(**{name: "x" for name in allowed})
+        except (KeyError, IndexError, ValueError):
+            return f"may use only the placeholders {', '.join('{' + name + '}' for name in allowed)}"
+        if not any("{" + name + "}" in value for name in required):
+            return f"must contain {' or '.join('{' + name + '}' for name in required)}"
+        return None
+
+    return check
+
+
+CAPABILITIES = frozenset({"relay", "initiation", "api", "reports", "settings"})
+
+
+@frozen
+class GroupMapping:
+    """One C{[ldap] group_map} entry: members of C{group_dn} act as C{account} with C{capabilities}."""
+
+    group_dn: str
+    account: str
+    capabilities: frozenset[str]
+
+
+def parse_group_mapping(text: str) -> GroupMapping:
+    """Parse C{"GROUP_DN -> ACCOUNT capability,capability"}.
+
+    An unescaped C{>} cannot occur in a DN (RFC 4514), so the first C{->} separates the two sides.
+
+    @raise ValueError: saying what is wrong with C{text}.
+    """
+    group_dn, arrow, target = text.partition("->")
+    group_dn = group_dn.strip()
+    if not arrow or not group_dn:
+        raise ValueError('must read "GROUP_DN -> ACCOUNT capability,capability"')
+    try:
+        parse_dn(group_dn, strip=True)
+    except LDAPInvalidDnError as error:
+        raise ValueError(f"group {group_dn!r} is not a DN ({error})") from None
+    parts = target.split()
+    if len(parts) != 2:
+        raise ValueError('after "->" give the account and its comma-separated capabilities, '
+                         'e.g. "shop relay,reports"')
+    account, listed = parts
+    capabilities = frozenset(name.strip() for name in listed.split(","))
+    unknown = capabilities - CAPABILITIES
+    if unknown:
+        raise ValueError(f"unknown capability {', '.join(sorted(map(repr, unknown)))} "
+                         f"(known: {', '.join(sorted(CAPABILITIES))})")
+    return GroupMapping(group_dn, account, capabilities)
+
+
+def _group_map(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        try:
+            parse_group_mapping(value)
+        except ValueError as error:
+            return f"{value!r}: {error}"
     return None
 
 
@@ -168,6 +249,43 @@ class InitiationConfig:
 
 
 @frozen
+class LDAPConfig:
+    """Logins of directory users (SMTP AUTH names no local account has); see L{jangotw.auth.ldap}."""
+
+    url: str = _key("", 'Directory server, ldap://host[:port] or ldaps://host[:port]; "" turns LDAP '
+                        "logins off. Local accounts are always tried first.", _ldap_url)
+    start_tls: bool = _key(False, "Upgrade ldap:// connections with StartTLS before binding (not with "
+                                  "ldaps://); the server certificate is verified.")
+    bind_dn: str = _key("", 'DN of the service account that searches for users and groups ("": search '
+                            "anonymously).")
+    bind_password_file: str = _key("", "File holding the service account's password on its first line "
+                                       "(keep it mode 0600).", path=True)
+    user_base: str = _key("", "Subtree searched for the user, e.g. ou=people,dc=example,dc=com.")
+    user_filter: str = _key("(uid={username})", "Filter that finds exactly one user; {username} is the "
+                                                "SMTP AUTH name, escaped (RFC 4515).",
+                            _filter_template(("username",), ("username",)))
+    group_base: str = _key("", "Subtree searched for the user's groups, e.g. ou=groups,dc=example,dc=com.")
+    group_filter: str = _key("(member={dn})", "Filter for the groups the user belongs to; {dn} is the user's "
+                                              "DN and {username} the AUTH name, both escaped. Nested groups "
+                                              "are not followed.",
+                             _filter_template(("dn", "username"), ("dn", "username")))
+    group_map: tuple[str, ...] = _key([], 'Entries "GROUP_DN -> ACCOUNT capability,capability": members of '
+                                          "the group act as that local account. The first entry (in this "
+                                          "order) whose group the user is in decides; users in none are "
+                                          f"refused. Capabilities: {', '.join(sorted(CAPABILITIES))} (SMTP "
+                                          "AUTH needs relay).", _group_map)
+    timeout: int = _key(5, "Seconds allowed for connecting and for each LDAP operation; a slower server "
+                           "gets 454 4.7.0 (try later), never 535.", _at_least(1))
+    pool_size: int = _key(4, "Threads for LDAP calls: logins checked at once.", _at_least(1))
+    ca_certificate: str = _key("", "PEM CA certificate(s) that verify the server for ldaps:// and StartTLS "
+                                   '("": the system CAs).', path=True)
+
+    @property
+    def mappings(self) -> tuple[GroupMapping, ...]:
+        return tuple(parse_group_mapping(entry) for entry in self.group_map)
+
+
+@frozen
 class Config:
     """The whole configuration; built only by L{parse_config}."""
 
@@ -177,6 +295,7 @@ class Config:
     delivery: DeliveryConfig = DeliveryConfig()
     tracking: TrackingConfig = TrackingConfig()
     initiation: InitiationConfig = InitiationConfig()
+    ldap: LDAPConfig = LDAPConfig()
 
     @property
     def receiving_domains(self) -> frozenset[str]:
@@ -192,6 +311,7 @@ SECTIONS: dict[str, type] = {
     "delivery": DeliveryConfig,
     "tracking": TrackingConfig,
     "initiation": InitiationConfig,
+    "ldap": LDAPConfig,
 }
 
 _TYPES: dict[Any, tuple[type, ...]] = {
@@ -248,7 +368,23 @@ def parse_config(document: dict[str, Any], base: str = ".") -> Config:
         raise ConfigError("delivery.relay_password_file: relay_user and relay_password_file are set together")
     if bool(config.tls.certificate) != bool(config.tls.key):
         raise ConfigError("tls.key: certificate and key are set together")
+    _check_ldap(config.ldap)
     return config
+
+
+def _check_ldap(ldap: LDAPConfig) -> None:
+    """Keys that only make sense together, checked when LDAP logins are on."""
+    if not ldap.url:
+        return
+    for key in ("user_base", "group_base", "group_map"):
+        if not getattr(ldap, key):
+            raise ConfigError(f"ldap.{key}: needed when ldap.url is set")
+    if bool(ldap.bind_dn) != bool(ldap.bind_password_file):
+        raise ConfigError("ldap.bind_password_file: bind_dn and bind_password_file are set together")
+    if ldap.start_tls and ldap.url.startswith("ldaps://"):
+        raise ConfigError("ldap.start_tls: ldaps:// is TLS already; use one or the other")
+    if ldap.ca_certificate and not (ldap.start_tls or ldap.url.startswith("ldaps://")):
+        raise ConfigError("ldap.ca_certificate: needs ldaps:// or start_tls (the password would travel in clear)")
 
 
 def load_config(path: str) -> Config:

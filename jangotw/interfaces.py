@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
     from twisted.internet.defer import Deferred
 
-    from .model import (Account, DomainKey, OutboundMessage, RecipientResult, SpoolRecord, Suppression,
-                        TrackingEvent, Usage)
+    from .model import (Account, ContactList, DomainKey, ListMember, OutboundMessage, RecipientResult,
+                        SpoolRecord, Suppression, TrackingEvent, Usage)
 
 __all__ = [
     "IAccountStore",
@@ -27,6 +27,7 @@ __all__ = [
     "ITrackingStore",
     "IDomainStore",
     "IStore",
+    "IListStore",
     "ISpool",
     "ISpoolFile",
     "IClientAddress",
@@ -179,6 +180,62 @@ class IStore(IAccountStore, IAuthorisationStore, ISuppressionStore, ISendLog, IQ
 
     def close() -> "Deferred[None]":  # type: ignore[empty-body]
         """Release connections and threads."""
+
+
+class IListStore(Interface):
+    """Contact lists for mass mailings an account initiates, and the account's initiation password.
+
+    Not part of L{IStore}: a store keeps contact lists only if it declares this
+    too. List names and member addresses match case-insensitively (compared as
+    L{jangotw.model.contact_key}), keeping the spelling first given for a list
+    and the latest for a member. Every method returns a Deferred; naming an
+    account that does not exist fails with L{jangotw.errors.InputError}, and
+    so does naming a list the account does not have (the message names it).
+    """
+
+    def add_list(account: str, name: str, from_name: str, from_address: str) -> "Deferred[ContactList]":  # type: ignore[empty-body]
+        """Create an empty list; fails with InputError if the account has one of that name in any case."""
+
+    def set_list_from(account: str, name: str, from_name: str, from_address: str) -> "Deferred[ContactList]":  # type: ignore[empty-body]
+        """Replace the list's From display name and address (C{""}: none)."""
+
+    def get_list(account: str, name: str) -> "Deferred[ContactList | None]":  # type: ignore[empty-body]
+        """The list, with its current member count, or None if the account has no such list."""
+
+    def lists(account: str) -> "Deferred[list[ContactList]]":  # type: ignore[empty-body]
+        """Every list of the account, ordered by name ignoring case."""
+
+    def delete_list(account: str, name: str) -> "Deferred[ContactList]":  # type: ignore[empty-body]
+        """Delete the list and all its members (if it was the default list, the account then has
+        none); fires with the list as it was."""
+
+    def set_default_list(account: str, name: str) -> "Deferred[ContactList]":  # type: ignore[empty-body]
+        """Make the list the account's default (replacing any other)."""
+
+    def default_list(account: str) -> "Deferred[ContactList | None]":  # type: ignore[empty-body]
+        """The account's default list, or None."""
+
+    def add_members(account: str, name: str, members: "Sequence[ListMember]") -> "Deferred[int]":  # type: ignore[empty-body]
+        """Add or update members in one transaction; fires with how many addresses were new.
+
+        A member already on the list (in any case) gets the given spelling and
+        fields; within C{members} the last of equal addresses wins. A member
+        with an empty address fails the whole batch with InputError.
+        """
+
+    def remove_member(account: str, name: str, address: str) -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Remove an address (any case); fires with whether it was on the list."""
+
+    def members(account: str, name: str, after: str | None = None, limit: int = 1000) -> "Deferred[list[ListMember]]":  # type: ignore[empty-body]
+        """One page of members, ordered by address key: at most C{limit} (at least 1) after the
+        address C{after} (None: from the start). Pass a page's last address to read the next,
+        so no caller holds a whole list at once; an empty page is the end."""
+
+    def set_initiation_password_hash(account: str, password_hash: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Store the hash of the password that authorises mass mailings; never the login password's."""
+
+    def initiation_password_hash(account: str) -> "Deferred[str | None]":  # type: ignore[empty-body]
+        """The initiation password hash, or None when none was set."""
 
 
 class ISpoolFile(Interface):

@@ -21,7 +21,9 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from .auth.checkers import ClientAddressChecker, FromAddressChecker, PasswordChecker
+from .auth.checkers import ClientAddressChecker, FromAddressChecker, LocalThenDirectoryChecker, PasswordChecker
+from .auth.credentials import Secret
+from .auth.ldap import LDAPDirectory
 from .auth.passwords import PasswordHasher
 from .auth.realm import AccountRealm
 from .auth.throttle import FailureThrottle
@@ -31,7 +33,8 @@ from .ingress.factory import ConnectionLimiter, SMTPFactory
 from .ingress.gate import Gate
 from .ingress.session import SessionSettings, SMTPSession
 from .ingress.tls import server_tls_options
-from .interfaces import IStore
+from .initiation.desk import InitiationDesk
+from .interfaces import IListStore, IStore
 from .model import SpoolRecord
 from .outbound.client import SMTPDeliverer
 from .outbound.mx import MailExchangers, make_resolver
@@ -80,6 +83,8 @@ class RelayService(MultiService):
         self.reactor = reactor
         self.cpu_pool = ThreadPool(minthreads=0, maxthreads=max(2, os.cpu_count() or 2), name="cpu")
         self.spool_pool = ThreadPool(minthreads=1, maxthreads=16, name="spool")  # fsync waits on the disk, not the CPU
+        self.ldap_pool = (ThreadPool(minthreads=0, maxthreads=config.ldap.pool_size, name="ldap")
+                          if config.ldap.url else None)
         self.tls_options = (
             server_tls_options(config.tls.certificate, config.tls.key) if config.tls.certificate else None
         )
@@ -88,13 +93,16 @@ class RelayService(MultiService):
         self.deliverer: SMTPDeliverer | None = None
         self.ready: Deferred[None] = Deferred()  # fires once every listener listens
 
+    def _pools(self) -> list[ThreadPool]:
+        return [pool for pool in (self.cpu_pool, self.spool_pool, self.ldap_pool) if pool is not None]
+
     def listening(self, name: str) -> IListeningPort:
         """The port of the listener called C{name} (e.g. C{smtp:tcp:0}), for tests and tools."""
         return self.getServiceNamed(name).port  # type: ignore[no-any-return]
 
     def startService(self) -> None:
         super().startService()
-        for pool in (self.cpu_pool, self.spool_pool):
+        for pool in self._pools():
             pool.start()
         self.spool.prepare()
         Deferred.fromCoroutine(self._start()).addCallbacks(self.ready.callback, self._failed)
@@ -108,7 +116,7 @@ class RelayService(MultiService):
         site = tracking_site(self.store, self.tracking_signer, self.reactor)
         for description in self.config.tracking.listen:
             await self._listen(f"tracking:{description}", description, site)
-        gate = self._build_gate(self.store)
+        gate = self._build_gate(self.store, await self._ldap_directory())
         limiter = ConnectionLimiter(self.config.smtp.max_connections, self.config.smtp.max_connections_per_ip)
         for description in self.config.smtp.listen:
             factory = self._smtp_factory(gate, limiter, implicit_tls=False)
@@ -236,21 +244,59 @@ class RelayService(MultiService):
             raise ConfigError(f"delivery.relay_password_file: cannot read {error.filename}: {error.strerror}") from None
         return delivery.relay_user, password
 
-    def _build_gate(self, store: IStore) -> Gate:
+    async def _ldap_directory(self) -> LDAPDirectory | None:
+        """The LDAP directory of C{[ldap]}, its service password read once at start-up."""
+        ldap = self.config.ldap
+        if self.ldap_pool is None:
+            return None
+        if not ldap.start_tls and not ldap.url.startswith("ldaps://"):
+            log.warn("ldap: {url} without TLS: directory passwords cross the network in clear", url=ldap.url)
+        password = Secret("")
+        if ldap.bind_password_file:
+            try:
+                password = Secret(await deferToThreadPool(self.reactor, self.ldap_pool, _first_line,
+                                                          ldap.bind_password_file))
+            except OSError as error:
+                raise ConfigError(f"ldap.bind_password_file: cannot read {error.filename}: {error.strerror}") from None
+            if not password.reveal():
+                raise ConfigError("ldap.bind_password_file: the first line is empty (an empty password binds anonymously)")
+        return LDAPDirectory(
+            url=ldap.url,
+            user_base=ldap.user_base,
+            group_base=ldap.group_base,
+            group_map=ldap.mappings,
+            reactor=self.reactor,
+            threadpool=self.ldap_pool,
+            bind_dn=ldap.bind_dn,
+            bind_password=password,
+            start_tls=ldap.start_tls,
+            user_filter=ldap.user_filter,
+            group_filter=ldap.group_filter,
+            timeout=ldap.timeout,
+            ca_certificate=ldap.ca_certificate,
+        )
+
+    def _build_gate(self, store: IStore, directory: LDAPDirectory | None = None) -> Gate:
         hasher = PasswordHasher()
 
         def verify(password_hash: str, password: str) -> "Deferred[bool]":
             return deferToThreadPool(self.reactor, self.cpu_pool, hasher.verify, password_hash, password)
 
+        local = PasswordChecker(store, verify)
         portal = Portal(AccountRealm(store), [
-            PasswordChecker(store, verify),
+            local if directory is None else LocalThenDirectoryChecker(local, store, directory),
             ClientAddressChecker(store),
             FromAddressChecker(store),
         ])
         throttle = FailureThrottle(self.reactor, self.config.smtp.auth_failures,
                                    self.config.smtp.auth_failure_window)
+        desk = None
+        if IListStore.providedBy(store):
+            desk = InitiationDesk(store, store, verify, FailureThrottle(
+                self.reactor, self.config.smtp.auth_failures, self.config.smtp.auth_failure_window))
         return Gate(
             portal=portal,
+            initiation_desk=desk,
             accounts=store,
             authorisations=store,
             lists=store,
@@ -268,7 +314,12 @@ class RelayService(MultiService):
                 await self.deliverer.close()
             if self.store is not None:
                 await self.store.close()
-            for pool in (self.cpu_pool, self.spool_pool):
+            for pool in self._pools():
                 pool.stop()
 
         return stopped.addCallback(lambda ignored: Deferred.fromCoroutine(release(ignored)))
+
+
+def _first_line(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().rstrip("\r\n")

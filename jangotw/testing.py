@@ -17,11 +17,13 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .auth.checkers import ClientAddressChecker, FromAddressChecker, PasswordChecker
+from .auth.checkers import ClientAddressChecker, FromAddressChecker, LocalThenDirectoryChecker, PasswordChecker
+from .auth.ldap import LDAPDirectory
 from .auth.passwords import PasswordHasher
 from .auth.realm import AccountRealm
 from .auth.throttle import FailureThrottle
 from .ingress.gate import Gate
+from .initiation.desk import InitiationDesk
 from .interfaces import IDeliverer, ISpool, ISpoolFile, IStore
 from .model import OutboundMessage, RecipientResult, RecipientStatus, SpoolRecord
 
@@ -85,16 +87,21 @@ def fast_hasher() -> PasswordHasher:
     return PasswordHasher(argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
-def memory_gate(store: IStore, clock: IReactorTime, hasher: PasswordHasher, **domains: str) -> Gate:
-    """A relay gate over C{store} whose password checks run synchronously."""
+def memory_gate(store: IStore, clock: IReactorTime, hasher: PasswordHasher,
+                directory: LDAPDirectory | None = None, **domains: str) -> Gate:
+    """A relay gate over C{store} whose password checks run synchronously; names no local account
+    has are checked against C{directory}, when given (as the service does with C{[ldap]})."""
 
     def verify(password_hash: str, password: str) -> "Deferred[bool]":
         return succeed(hasher.verify(password_hash, password))
 
+    local = PasswordChecker(store, verify)
     portal = Portal(AccountRealm(store), [
-        PasswordChecker(store, verify), ClientAddressChecker(store), FromAddressChecker(store)])
+        local if directory is None else LocalThenDirectoryChecker(local, store, directory),
+        ClientAddressChecker(store), FromAddressChecker(store)])
     local = frozenset(domains.pop("local_domains", "").split())
-    return Gate(portal=portal, accounts=store, authorisations=store, lists=store,
+    desk = InitiationDesk(store, store, verify, FailureThrottle(clock, limit=3, window=300))  # type: ignore[arg-type]
+    return Gate(portal=portal, accounts=store, authorisations=store, lists=store, initiation_desk=desk,
                 throttle=FailureThrottle(clock, limit=3, window=300), local_domains=local, **domains)
 
 

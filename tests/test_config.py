@@ -22,7 +22,7 @@ class DocumentedConfigTests(SynchronousTestCase):
         for name, cls in SECTIONS.items():
             self.assertEqual(set(document[name]), set(attrs.fields_dict(cls)), f"[{name}] keys")
         defaults = Config()
-        for name in ("smtp", "delivery", "tracking", "initiation"):
+        for name in ("smtp", "delivery", "tracking", "initiation", "ldap"):
             self.assertEqual(getattr(config, name), getattr(defaults, name), name)
         self.assertEqual(config.server.data_dir, "/var/lib/jangotw")
         self.assertTrue(config.server.hostname, "the host name defaults to the machine's")
@@ -70,6 +70,37 @@ class RefusalTests(SynchronousTestCase):
         with open(path, "w") as handle:
             handle.write("[smtp\nlisten = 1\n")
         self.assertIn(path, str(self.assertRaises(ConfigError, load_config, path)))
+
+    def test_ldap_keys_named(self) -> None:
+        ldap = {"url": "ldap://ldap.test", "user_base": "ou=people,dc=test", "group_base": "ou=groups,dc=test",
+                "group_map": ["cn=mail,ou=groups,dc=test -> shop relay,reports"]}
+
+        def refused(**changes: object) -> str:
+            return self.refused({"smtp": {"tls_listen": []}, "ldap": {**ldap, **changes}})
+
+        self.assertIn("ldap.url: must be", refused(url="ldap.test"))
+        self.assertIn("ldap.url: must be", refused(url="http://ldap.test"))
+        self.assertIn("ldap.group_map: 'cn=mail -> shop'", refused(group_map=["cn=mail -> shop"]))
+        self.assertIn("unknown capability 'send'", refused(group_map=["cn=mail -> shop relay,send"]))
+        self.assertIn("is not a DN", refused(group_map=["mail-group -> shop relay"]))
+        self.assertIn("ldap.group_map: 'cn=mail shop relay'", refused(group_map=["cn=mail shop relay"]))
+        self.assertIn("ldap.user_filter: must contain {username}", refused(user_filter="(uid=alice)"))
+        self.assertIn("ldap.user_filter: may use only", refused(user_filter="(uid={user})"))
+        self.assertIn("ldap.group_filter: must be an LDAP filter", refused(group_filter="member={dn}"))
+        self.assertIn("ldap.group_base: needed", refused(group_base=""))
+        self.assertIn("ldap.group_map: needed", refused(group_map=[]))
+        self.assertIn("ldap.bind_password_file: bind_dn and", refused(bind_dn="cn=svc,dc=test"))
+        self.assertIn("ldap.start_tls: ldaps://", refused(url="ldaps://ldap.test", start_tls=True))
+        self.assertIn("ldap.ca_certificate: needs", refused(ca_certificate="ca.pem"))
+        self.assertIn("ldap.timeout: must be at least 1", refused(timeout=0))
+
+    def test_ldap_group_map_parsed(self) -> None:
+        config = parse_config({"smtp": {"tls_listen": []}, "ldap": {
+            "url": "ldaps://ldap.test:636", "user_base": "ou=people,dc=test", "group_base": "ou=groups,dc=test",
+            "group_map": ["cn=Mail Relay,ou=groups,dc=test  ->  shop relay,reports"]}})
+        [mapping] = config.ldap.mappings
+        self.assertEqual((mapping.group_dn, mapping.account, mapping.capabilities),
+                         ("cn=Mail Relay,ou=groups,dc=test", "shop", frozenset({"relay", "reports"})))
 
     def test_receiving_domains(self) -> None:
         config = parse_config({"smtp": {"tls_listen": [], "local_domains": ["Mail.Test"]},

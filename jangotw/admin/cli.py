@@ -3,7 +3,9 @@
 
 Parses the command line, reads a new password from standard input or the
 terminal, opens the configured store, asks L{AccountAdmin} (which holds every
-rule) and prints its answer as text, or as one JSON document with C{--json}.
+rule; L{ListAdmin} for contact lists, and the other service layers) and prints
+its answer as text, or as one JSON document with C{--json}. C{list members}
+prints each page as it is read instead, so a long list is never held whole.
 Exit status: 0 done; 1 input refused, bad configuration or unusable store
 (one line on standard error); 2 usage error.
 """
@@ -35,6 +37,7 @@ from ..auth.passwords import PasswordHasher, check_strength
 from ..config import Config, load_config
 from ..pipeline.dkim import new_rsa_key
 from ..errors import ConfigError, InputError
+from ..interfaces import IListStore
 from ..store.opening import open_store
 from ..queue.control import ControlRequests
 from ..queue.state import RetryPolicy
@@ -43,6 +46,7 @@ from ..spool.layout import Layout
 from .accounts import AccountAdmin
 from .queue import QueueAdmin
 from .domains import DomainAdmin, render_domain, render_domains
+from .lists import ListAdmin, login_password_check, render_list_import, render_lists, render_member
 from .reports import ReportAdmin, render_report
 from .suppressions import SuppressionAdmin, csv_rows, render_import
 
@@ -66,6 +70,7 @@ class Admin:
     suppressions: SuppressionAdmin
     reports: ReportAdmin
     domains: DomainAdmin
+    lists: ListAdmin | None  # None: the configured store keeps no contact lists (see L{_lists})
 
 
 @frozen
@@ -76,6 +81,7 @@ class _Command:
     render: Render
     parser: argparse.ArgumentParser
     needs_password: bool = False
+    streams: bool = False  # the call prints its own output as it goes; its answer is not printed
 
 
 # -- rendering answers as text ------------------------------------------------------------
@@ -156,11 +162,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Manage jangotw: accounts (passwords, settings, and the client networks\n"
-                    "and From addresses that authorise relaying), the delivery queue and Bounce lists.",
+                    "and From addresses that authorise relaying), the delivery queue, Bounce lists\n"
+                    "and contact lists for mass mailings.",
         epilog="examples:\n"
                "  printf '%s\\n' \"$PASSWORD\" | jangomail-admin account add alice --password-stdin\n"
                "  jangomail-admin ip add alice 192.0.2.0/24\n"
                "  jangomail-admin from add alice @example.com\n"
+               "  jangomail-admin list add alice \"News Letter\" --from \"News <news@example.com>\"\n"
+               "  jangomail-admin list import alice \"News Letter\" members.csv\n"
                "  jangomail-admin --json account show alice\n"
                "  jangomail-admin queue list --account alice",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -178,11 +187,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         return topic.add_subparsers(title="actions", dest="action", metavar="ACTION", required=True)
 
     def leaf(actions: Any, name: str, help: str, call: Call, render: Render,
-             arguments: Sequence[tuple[str, str]] = (), needs_password: bool = False) -> argparse.ArgumentParser:
+             arguments: Sequence[tuple[str, str]] = (), needs_password: bool = False,
+             streams: bool = False) -> argparse.ArgumentParser:
         command = actions.add_parser(name, help=help, description=help, parents=[late_json])
         for argument, argument_help in arguments:
             command.add_argument(argument, metavar=argument.upper(), help=argument_help)
-        command.set_defaults(command=_Command(call, render, command, needs_password))
+        command.set_defaults(command=_Command(call, render, command, needs_password, streams))
         return command  # type: ignore[no-any-return]
 
     name = ("name", "account name")
@@ -212,6 +222,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                   call=lambda admin, args: admin.accounts.set_password(args.name, args.password),
                   arguments=[name], needs_password=True)
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from the first line of standard input")
+    initiation = leaf(accounts, "set-initiation-password",
+                      "set the password that authorises the account's mass mailings (not its login password)",
+                      render=_said("changed the initiation password of {account}"),
+                      call=lambda admin, args: _lists(admin).set_initiation_password(args.name, args.password),
+                      arguments=[name], needs_password=True)
+    initiation.add_argument("--password-stdin", action="store_true",
+                            help="read the password from the first line of standard input")
 
     ips = group("ip", "client networks whose connections relay as an account")
     network = ("network", "an address (a /32 or /128) or a CIDR range such as 192.0.2.0/24")
@@ -290,6 +307,40 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                       call=_export, arguments=[account])
     exported.add_argument("file", nargs="?", metavar="FILE", help="output file (default: standard output)")
 
+    contact_lists = group("list", "contact lists: who an account's mass mailings go to, and From whom")
+    list_name = ("list_name", "list name (quote a name with spaces)")
+    sender_help = 'the From of mail to the list: "News <news@example.com>" or news@example.com'
+    new_list = leaf(contact_lists, "add", "create an empty contact list", render=_render_list_change("added"),
+                    call=lambda admin, args: _lists(admin).add_list(args.account, args.list_name, args.sender),
+                    arguments=[account, list_name])
+    new_list.add_argument("--from", dest="sender", metavar="FROM", default="", help=sender_help)
+    changed_list = leaf(contact_lists, "set", "change a list's From", render=_render_list_change("changed"),
+                        call=lambda admin, args: _lists(admin).set_from(args.account, args.list_name, args.sender),
+                        arguments=[account, list_name])
+    changed_list.add_argument("--from", dest="sender", metavar="FROM", required=True,
+                              help=sender_help + '; "" removes it')
+    leaf(contact_lists, "default", "make a list the one mass mailings go to when they name none",
+         render=_said("{name} is now the default list of {account}"),
+         call=lambda admin, args: _lists(admin).set_default(args.account, args.list_name),
+         arguments=[account, list_name])
+    leaf(contact_lists, "import", "add or update members from a CSV file: address[,name] per row, or a header "
+                                  "row (email or address first) naming every column; bad rows are reported",
+         render=render_list_import, call=_import_members,
+         arguments=[account, list_name, ("file", "CSV file (UTF-8)")])
+    members = leaf(contact_lists, "members", "print a list's members, by address, with their fields",
+                   render=lambda count: "", call=_print_members, arguments=[account, list_name], streams=True)
+    members.add_argument("--after", metavar="ADDRESS", help="start after this address (paging)")
+    members.add_argument("--limit", metavar="N", type=int, help="print at most N members")
+    leaf(contact_lists, "remove-member", "remove an address from a list",
+         render=_said("removed {address} from list {list} of {account}"),
+         call=lambda admin, args: _lists(admin).remove_member(args.account, args.list_name, args.address),
+         arguments=[account, list_name, ("address", "the member's address")])
+    leaf(contact_lists, "delete", "delete a list and all its members", render=_render_list_change("deleted"),
+         call=lambda admin, args: _lists(admin).delete_list(args.account, args.list_name),
+         arguments=[account, list_name])
+    leaf(contact_lists, "show", "an account's lists with From, member count and the default marked *",
+         render=render_lists, call=lambda admin, args: _lists(admin).show(args.account), arguments=[account])
+
     report = topics.add_parser("report", help="sends, opens, clicks, unsubscribes and bounces of an account",
                                description="sends, opens, clicks, unsubscribes and bounces of an account",
                                parents=[late_json])
@@ -303,6 +354,50 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
          render=lambda entries: _lines([f"{e['address']}  {e['added']}  {e['reason']}" for e in entries]),
          call=lambda admin, args: admin.queue.bounces(args.account), arguments=[account])
     return parser
+
+
+def _render_list_change(verb: str) -> Render:
+    def render(answer: Mapping[str, Any]) -> str:
+        sender = f", From {answer['from']}" if answer["from"] else ", no From"
+        return f"{verb} list {answer['name']} of {answer['account']} ({answer['members']} members{sender})"
+    return render
+
+
+def _lists(admin: Admin) -> ListAdmin:
+    if admin.lists is None:
+        raise ConfigError("server.store: the configured store keeps no contact lists")
+    return admin.lists
+
+
+def _import_members(admin: Admin, args: argparse.Namespace) -> "Deferred[dict[str, Any]]":
+    """C{list import}: stream the named file into the list, closing it when done."""
+    lists = _lists(admin)
+    try:
+        handle = open(args.file, newline="", encoding="utf-8-sig", errors="surrogateescape")
+    except OSError as error:
+        raise InputError(f"cannot read {args.file}: {error.strerror or error}") from None
+    return lists.import_csv(args.account, args.list_name, handle).addBoth(lambda result: (handle.close(), result)[1])
+
+
+def _print_members(admin: Admin, args: argparse.Namespace) -> "Deferred[int]":
+    """C{list members}: print each member as its page arrives; with C{--json}, one JSON array
+    written element by element."""
+    lists = _lists(admin)
+    printed = 0
+
+    def emit(member: dict[str, Any]) -> None:
+        nonlocal printed
+        if args.json:
+            sys.stdout.write(("[\n  " if not printed else ",\n  ") + json.dumps(member, ensure_ascii=False))
+        else:
+            sys.stdout.write(render_member(member) + "\n")
+        printed += 1
+
+    def close(count: int) -> int:
+        if args.json:
+            sys.stdout.write("\n]\n" if printed else "[]\n")
+        return count
+    return lists.each_member(args.account, args.list_name, emit, args.after, args.limit).addCallback(close)
 
 
 def _export(admin: Admin, args: argparse.Namespace) -> "Deferred[int]":
@@ -338,6 +433,8 @@ def _fail(message: str) -> NoReturn:
 
 
 def _print_answer(answer: Any, command: _Command, as_json: bool) -> None:
+    if command.streams:
+        return
     text = json.dumps(answer, indent=2, ensure_ascii=False) if as_json else command.render(answer)
     if text:
         print(text)
@@ -354,14 +451,14 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
     except Exception as error:  # an unusable data directory or database file
         _fail(f"cannot open the store under {config.server.data_dir}: {error}")
     pool = threads.getThreadPool()
+    hash_password: Callable[[str], Deferred[str]] = lambda text: deferToThreadPool(threads, pool, hasher.hash, text)
+    strength: Callable[[str, Sequence[str]], Deferred[None]] = (
+        lambda text, inputs: deferToThreadPool(threads, pool, check_strength, text, inputs))
+    list_store = IListStore(store, None)
     spool_root = os.path.join(config.server.data_dir, "spool")
     delivery = config.delivery
     admin = Admin(
-        accounts=AccountAdmin(
-            store=store,
-            hash_password=lambda text: deferToThreadPool(threads, pool, hasher.hash, text),
-            check_password=lambda text, inputs: deferToThreadPool(threads, pool, check_strength, text, inputs),
-        ),
+        accounts=AccountAdmin(store=store, hash_password=hash_password, check_password=strength),
         queue=QueueAdmin(
             journal=DeliveryJournal(Layout(spool_root), threads, pool),  # type: ignore[arg-type]
             control=ControlRequests(os.path.join(spool_root, "control")),
@@ -373,6 +470,10 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
         reports=ReportAdmin(store),
         domains=DomainAdmin(store=store, clock=cast(IReactorTime, reactor),
                             make_key=lambda: deferToThreadPool(threads, pool, new_rsa_key)),
+        lists=None if list_store is None else ListAdmin(
+            store=list_store, hash_password=hash_password, check_password=strength,
+            same_as_login=login_password_check(
+                store, lambda hashed, text: deferToThreadPool(threads, pool, hasher.verify, hashed, text))),
     )
     args.password = password
     command: _Command = args.command

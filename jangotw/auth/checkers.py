@@ -3,7 +3,9 @@
 
 Each fires with the account name (the avatar id) or fails with
 UnauthorizedLogin; L{AmbiguousAccount} says the credential fits several accounts
-and an X-SMTPUsername header must choose.
+and an X-SMTPUsername header must choose. twisted.cred allows one checker per
+credential interface, so L{LocalThenDirectoryChecker} chains local accounts and
+the LDAP directory for user names and passwords.
 """
 from __future__ import annotations
 
@@ -18,8 +20,11 @@ from zope.interface import implementer
 
 from ..interfaces import IAccountStore, IAuthorisationStore, IClientAddress, IFromAddress
 from ..model import Account
+from .credentials import Secret
+from .ldap import LDAPDirectory
 
-__all__ = ["AmbiguousAccount", "PasswordChecker", "ClientAddressChecker", "FromAddressChecker"]
+__all__ = ["AmbiguousAccount", "PasswordChecker", "LocalThenDirectoryChecker", "ClientAddressChecker",
+           "FromAddressChecker"]
 
 # A throwaway hash verified for unknown users, so response time does not reveal
 # which account names exist.
@@ -67,6 +72,42 @@ class PasswordChecker:
         if not (usable and matches):
             raise UnauthorizedLogin("bad credentials")
         return account.name  # type: ignore[union-attr]
+
+
+@implementer(ICredentialsChecker)
+@frozen
+class LocalThenDirectoryChecker:
+    """SMTP AUTH: a local account of that name decides; otherwise the LDAP directory does.
+
+    A local account always shadows a directory user of the same name (even a
+    disabled one, or one without a password), so the directory can never take
+    over a local account. A directory user must be in a group that maps to an
+    existing, enabled account with C{capability}; the avatar id is that
+    account's name. Directory outages fail with L{jangotw.errors.TemporaryError}
+    (not L{UnauthorizedLogin}), which the gate answers with 454 and does not
+    count as a failed attempt.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+    local: PasswordChecker
+    accounts: IAccountStore
+    directory: LDAPDirectory
+    capability: str = "relay"
+
+    def requestAvatarId(self, credentials: IUsernamePassword) -> "Deferred[str]":
+        return Deferred.fromCoroutine(self._check(credentials))
+
+    async def _check(self, credentials: IUsernamePassword) -> str:
+        username = _text(credentials.username)
+        if await self.accounts.get_account(username) is not None:
+            return await self.local.requestAvatarId(credentials)
+        login = await self.directory.authenticate(username, Secret(_text(credentials.password)))
+        if self.capability not in login.capabilities:
+            raise UnauthorizedLogin(f"ldap: {login.dn} maps to {login.account} without {self.capability}")
+        account = await self.accounts.get_account(login.account)
+        if account is None or account.disabled:
+            raise UnauthorizedLogin(f"ldap: {login.dn} maps to {login.account}, which is missing or disabled")
+        return account.name
 
 
 @implementer(ICredentialsChecker)

@@ -20,7 +20,9 @@ from ..auth.checkers import AmbiguousAccount
 from ..auth.credentials import ClientAddress, FromAddress, Secret
 from ..auth.realm import IAccountAvatar
 from ..auth.throttle import FailureThrottle
-from ..errors import BOUNCED_TEXT, UNSUBSCRIBED_TEXT, ReplyError, relaying_denied
+from ..errors import BOUNCED_TEXT, UNSUBSCRIBED_TEXT, ReplyError, TemporaryError, relaying_denied
+from ..initiation.desk import InitiationDesk
+from ..initiation.parse import InitiationCommand
 from ..interfaces import IAccountStore, IAuthorisationStore, ISuppressionStore
 from ..model import BOUNCE_LIST, UNSUBSCRIBE_LIST, Account, AuthMethod, Envelope, TLSInfo
 from .headers import HeaderSection
@@ -31,6 +33,7 @@ __all__ = [
     "Gate",
     "AUTH_FAILED",
     "AUTH_THROTTLED",
+    "AUTH_UNAVAILABLE",
     "AMBIGUOUS_ACCOUNT",
     "FROM_NOT_AUTHORISED",
     "UNKNOWN_MAILBOX",
@@ -40,11 +43,13 @@ log = Logger()
 
 AUTH_FAILED = ReplyError(535, "5.7.8", "Authentication credentials invalid")
 AUTH_THROTTLED = ReplyError(454, "4.7.0", "Too many failed authentication attempts; try again later")
+AUTH_UNAVAILABLE = ReplyError(454, "4.7.0", "Temporary authentication failure")  # RFC 4954 section 6
 AMBIGUOUS_ACCOUNT = ReplyError(
     550, "5.7.1", "Several accounts authorise this address; name one in an X-SMTPUsername header"
 )
 FROM_NOT_AUTHORISED = ReplyError(550, "5.7.1", "The From address is not authorised for this account")
 UNKNOWN_MAILBOX = ReplyError(550, "5.1.1", "Recipient address rejected: no such mailbox here")
+ONE_INITIATION_MAILBOX = ReplyError(550, "5.7.1", "Address a mailing to one initiation mailbox alone")
 
 
 @define
@@ -59,6 +64,7 @@ class Session:
     account: Account | None = None  # set by SMTP AUTH
     ip_authorised: bool | None = None  # looked up once, on first need
     ip_account: Account | None = None  # the one account the client IP authorises, if unambiguous
+    initiation: InitiationCommand | None = None  # read from the Subject of the message being received
     sender_accounts: dict[str, frozenset[str]] = field(factory=dict)  # envelope sender -> account names
 
     @property
@@ -76,6 +82,7 @@ class Authorisation:
 
     account: str | None
     method: AuthMethod
+    initiation_list: str = ""  # the list an initiation message goes to
 
 
 @define
@@ -87,9 +94,15 @@ class Gate:
     authorisations: IAuthorisationStore
     throttle: FailureThrottle
     lists: ISuppressionStore
+    initiation_desk: InitiationDesk | None = None
     initiation_domain: str = ""
     bounce_domain: str = ""
     local_domains: frozenset[str] = frozenset()
+
+    def is_initiation(self, envelope: Envelope) -> bool:
+        """Addressed (only) to initiation mailboxes: the Subject carries a mailing command."""
+        return bool(self.initiation_domain) and bool(envelope.recipients) and all(
+            recipient.rpartition("@")[2].lower() == self.initiation_domain for recipient in envelope.recipients)
 
     def is_local(self, recipient: str) -> bool:
         domain = recipient.rpartition("@")[2].lower()
@@ -108,10 +121,15 @@ class Gate:
             _, account, _ = await self.portal.login(
                 UsernamePassword(username, password.reveal()), None, IAccountAvatar
             )
-        except UnauthorizedLogin:
+        except UnauthorizedLogin as error:
             self.throttle.failed(session.peer_ip)
-            log.warn("auth failed {peer} {username}", peer=session.peer_ip, username=username)
+            log.warn("auth failed {peer} {username}: {reason}", peer=session.peer_ip, username=username,
+                     reason=str(error))
             raise AUTH_FAILED from None
+        except TemporaryError as error:  # the directory could not answer: not the client's failure
+            log.warn("auth unavailable {peer} {username}: {reason}", peer=session.peer_ip, username=username,
+                     reason=str(error))
+            raise AUTH_UNAVAILABLE.because(str(error)) from None
         self.throttle.succeeded(session.peer_ip)
         return account  # type: ignore[no-any-return]
 
@@ -178,6 +196,9 @@ class Gate:
         return Deferred.fromCoroutine(self._authorise(session, envelope, headers))
 
     async def _authorise(self, session: Session, envelope: Envelope, headers: HeaderSection) -> Authorisation:
+        initiation = [r for r in envelope.recipients if r.rpartition("@")[2].lower() == self.initiation_domain]
+        if initiation and self.initiation_desk is not None:
+            return await self._initiation(session, envelope, headers)
         if all(self.is_local(recipient) for recipient in envelope.recipients):
             return Authorisation(None, AuthMethod.LOCAL)
         hint = headers.smtp_username
@@ -196,6 +217,15 @@ class Gate:
         if account.settings.restrict_from and method is not AuthMethod.FROM:
             await self._check_restricted_from(account, headers)
         return Authorisation(account.name, method)
+
+    async def _initiation(self, session: Session, envelope: Envelope, headers: HeaderSection) -> Authorisation:
+        assert self.initiation_desk is not None
+        if len(envelope.recipients) != 1:
+            raise ONE_INITIATION_MAILBOX.because(f"{len(envelope.recipients)} recipients with an initiation mailbox")
+        sender = headers.sender
+        order = await self.initiation_desk.check(envelope.recipients[0].rpartition("@")[0], session.initiation,
+                                                 sender.address if sender else "", session.peer_ip)
+        return Authorisation(order.account, AuthMethod.INITIATION, initiation_list=order.list_name)
 
     async def _login(self, session: Session, headers: HeaderSection, credentials: object) -> Account:
         try:

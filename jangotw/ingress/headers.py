@@ -8,6 +8,7 @@ Message-ID, Date).
 from __future__ import annotations
 
 import email.utils
+from email.header import Header
 from email.headerregistry import Address
 from email.policy import SMTP
 
@@ -94,11 +95,17 @@ class HeaderSection:
         name, address = email.utils.parseaddr(value)
         return FromHeader(address, name) if "@" in address else None
 
-    def render(self, prepend: bytes, hostname: str, queue_id: str, now: float) -> bytes:
+    def render(self, prepend: bytes, hostname: str, queue_id: str, now: float, subject: str | None = None) -> bytes:
         """The header block to spool: our Received on top, internal fields dropped,
-        Message-ID and Date added when missing, ending with the blank line."""
-        kept = b"".join(raw for name, raw in self.fields if name not in _DROPPED)
+        Message-ID and Date added when missing, ending with the blank line.
+        C{subject}, when given, replaces the Subject (an initiation command never reaches the disk)."""
+        dropped = _DROPPED | {b"subject"} if subject is not None else _DROPPED
+        kept = b"".join(raw for name, raw in self.fields if name not in dropped)
         added = b""
+        if subject is not None:
+            charset = "us-ascii" if subject.isascii() else "utf-8"
+            encoded = Header(subject, charset, header_name="Subject").encode(linesep="\r\n")
+            added += b"Subject: " + encoded.encode("ascii") + b"\r\n"
         if not self.count(b"message-id"):
             added += f"Message-ID: <{queue_id}@{hostname}>\r\n".encode("ascii")
         if not self.count(b"date"):

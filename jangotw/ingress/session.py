@@ -29,6 +29,7 @@ from ..interfaces import ISpool, ISpoolFile
 from ..model import Envelope, SpoolRecord, TLSInfo
 from .gate import Authorisation, Gate, Session
 from .headers import HeaderSection
+from ..initiation.parse import parse_subject
 from .paths import parse_parameters, parse_path
 from .receiver import Receiver
 
@@ -427,6 +428,7 @@ class SMTPSession(Protocol, TimeoutMixin):
                 received_at=self._clock.seconds(),
                 size=receiver.size,
                 longest_line=receiver.longest_line,
+                initiation_list=authorisation.initiation_list,
             ))
         except ReplyError as error:
             self._discard_message()
@@ -455,6 +457,9 @@ class SMTPSession(Protocol, TimeoutMixin):
         protocol = "ESMTP" if session.esmtp else "SMTP"
         protocol += ("S" if session.tls else "") + ("A" if session.account else "")
         now = self._clock.seconds()
+        session.initiation = None
+        if self._gate.is_initiation(self.envelope):
+            session.initiation = parse_subject(headers.value(b"subject") or "")
         lines = [f"Received: from {_printable(session.helo)} ([{session.peer_ip}])",
                  f"\tby {self._settings.hostname} (jangotw) with {protocol} id {queue_id}"]
         if session.tls:
@@ -463,7 +468,8 @@ class SMTPSession(Protocol, TimeoutMixin):
         target = f"\tfor <{recipients[0]}>; " if len(recipients) == 1 else "\t"
         lines.append(target + email.utils.formatdate(now))
         prepend = ("\r\n".join(lines) + "\r\n").encode("utf-8")
-        return headers.render(prepend, self._settings.hostname, queue_id, now)
+        subject = session.initiation.subject if session.initiation is not None else None
+        return headers.render(prepend, self._settings.hostname, queue_id, now, subject=subject)
 
     def _tls_info(self) -> TLSInfo | None:
         if not self._tls_active or not ISSLTransport.providedBy(self.transport):

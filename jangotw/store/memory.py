@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.store.test_memory -*-
-"""L{IStore} in memory: for unit tests that must stay synchronous, and the reference
+"""L{IStore} and L{IListStore} in memory: for unit tests that must stay synchronous, and the reference
 behaviour the other stores are checked against by the same contract suite."""
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections.abc import Sequence
 
@@ -13,8 +14,9 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from ..errors import InputError
-from ..interfaces import IStore
-from ..model import Account, AccountSettings, DomainKey, Suppression, TrackingEvent, Usage
+from ..interfaces import IListStore, IStore
+from ..model import (Account, AccountSettings, ContactList, DomainKey, ListMember, Suppression, TrackingEvent,
+                     Usage, contact_key)
 
 __all__ = ["MemoryStore"]
 
@@ -35,7 +37,27 @@ def _address_v6(address: _Address) -> ipaddress.IPv6Address:
     return ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + address.packed)
 
 
-@implementer(IStore)
+@define
+class _MemoryList:
+    """A contact list and its members by address key, with the sorted keys kept for paging."""
+
+    info: ContactList
+    members: dict[str, ListMember] = field(factory=dict)
+    _keys: list[str] | None = field(default=None, init=False)  # sorted; None after a change
+
+    def counted(self) -> ContactList:
+        return attrs.evolve(self.info, member_count=len(self.members))
+
+    def changed(self) -> None:
+        self._keys = None
+
+    def sorted_keys(self) -> list[str]:
+        if self._keys is None:
+            self._keys = sorted(self.members)
+        return self._keys
+
+
+@implementer(IStore, IListStore)
 @define
 class MemoryStore:
     """Everything in dictionaries; every Deferred has already fired."""
@@ -52,6 +74,9 @@ class MemoryStore:
     _links: dict[tuple[str, int], str] = field(factory=dict, init=False)
     _events: list[tuple[int, TrackingEvent]] = field(factory=list, init=False)
     _domains: dict[str, DomainKey] = field(factory=dict, init=False)
+    _contact_lists: dict[int, dict[str, _MemoryList]] = field(factory=dict, init=False)  # by contact_key(name)
+    _default_lists: dict[int, str] = field(factory=dict, init=False)  # account id -> contact_key(name)
+    _initiation: dict[int, str] = field(factory=dict, init=False)  # account id -> password hash
 
     def _get(self, name: str) -> Account:
         account = self._accounts.get(name.lower())
@@ -304,6 +329,128 @@ class MemoryStore:
         except InputError as error:
             return fail(error)
         return succeed(sorted((k for k in self._domains.values() if k.account == name), key=lambda k: k.domain))
+
+    # IListStore
+
+    def _lists_of(self, account: str) -> dict[str, _MemoryList]:
+        return self._contact_lists.setdefault(self._get(account).id, {})
+
+    def _contact_list(self, account: str, name: str) -> _MemoryList:
+        found = self._lists_of(account).get(contact_key(name))
+        if found is None:
+            raise InputError(f"account {self._get(account).name!r} has no list named {name!r}")
+        return found
+
+    def add_list(self, account: str, name: str, from_name: str, from_address: str) -> "Deferred[ContactList]":
+        try:
+            lists = self._lists_of(account)
+        except InputError as error:
+            return fail(error)
+        existing = lists.get(contact_key(name))
+        if existing is not None:
+            return fail(InputError(f"account {existing.info.account!r} already has a list named "
+                                   f"{existing.info.name!r}"))
+        info = ContactList(self._get(account).name, name, from_name, from_address, self.clock.seconds())
+        lists[contact_key(name)] = _MemoryList(info)
+        return succeed(info)
+
+    def set_list_from(self, account: str, name: str, from_name: str, from_address: str) -> "Deferred[ContactList]":
+        try:
+            found = self._contact_list(account, name)
+        except InputError as error:
+            return fail(error)
+        found.info = attrs.evolve(found.info, from_name=from_name, from_address=from_address)
+        return succeed(found.counted())
+
+    def get_list(self, account: str, name: str) -> "Deferred[ContactList | None]":
+        try:
+            found = self._lists_of(account).get(contact_key(name))
+        except InputError as error:
+            return fail(error)
+        return succeed(None if found is None else found.counted())
+
+    def lists(self, account: str) -> "Deferred[list[ContactList]]":
+        try:
+            lists = self._lists_of(account)
+        except InputError as error:
+            return fail(error)
+        return succeed([lists[key].counted() for key in sorted(lists)])
+
+    def delete_list(self, account: str, name: str) -> "Deferred[ContactList]":
+        try:
+            found = self._contact_list(account, name)
+            account_id = self._get(account).id
+        except InputError as error:
+            return fail(error)
+        key = contact_key(name)
+        del self._contact_lists[account_id][key]
+        if self._default_lists.get(account_id) == key:
+            del self._default_lists[account_id]
+        return succeed(found.counted())
+
+    def set_default_list(self, account: str, name: str) -> "Deferred[ContactList]":
+        try:
+            found = self._contact_list(account, name)
+            self._default_lists[self._get(account).id] = contact_key(name)
+        except InputError as error:
+            return fail(error)
+        return succeed(found.counted())
+
+    def default_list(self, account: str) -> "Deferred[ContactList | None]":
+        try:
+            account_id = self._get(account).id
+        except InputError as error:
+            return fail(error)
+        key = self._default_lists.get(account_id)
+        return succeed(None if key is None else self._contact_lists[account_id][key].counted())
+
+    def add_members(self, account: str, name: str, members: Sequence[ListMember]) -> "Deferred[int]":
+        try:
+            found = self._contact_list(account, name)
+        except InputError as error:
+            return fail(error)
+        batch = {contact_key(member.address): member for member in members}
+        if "" in batch:
+            return fail(InputError("a list member needs an address"))
+        new = len(batch.keys() - found.members.keys())
+        found.members.update((key, attrs.evolve(member, address=member.address.strip()))
+                             for key, member in batch.items())
+        found.changed()
+        return succeed(new)
+
+    def remove_member(self, account: str, name: str, address: str) -> "Deferred[bool]":
+        try:
+            found = self._contact_list(account, name)
+        except InputError as error:
+            return fail(error)
+        removed = found.members.pop(contact_key(address), None) is not None
+        found.changed()
+        return succeed(removed)
+
+    def members(self, account: str, name: str, after: str | None = None,
+                limit: int = 1000) -> "Deferred[list[ListMember]]":
+        if limit < 1:
+            return fail(InputError(f"a page holds at least one member, not {limit}"))
+        try:
+            found = self._contact_list(account, name)
+        except InputError as error:
+            return fail(error)
+        keys = found.sorted_keys()
+        start = 0 if after is None else bisect.bisect_right(keys, contact_key(after))
+        return succeed([found.members[key] for key in keys[start:start + limit]])
+
+    def set_initiation_password_hash(self, account: str, password_hash: str) -> "Deferred[None]":
+        try:
+            self._initiation[self._get(account).id] = password_hash
+        except InputError as error:
+            return fail(error)
+        return succeed(None)
+
+    def initiation_password_hash(self, account: str) -> "Deferred[str | None]":
+        try:
+            return succeed(self._initiation.get(self._get(account).id))
+        except InputError as error:
+            return fail(error)
 
     def close(self) -> "Deferred[None]":
         return succeed(None)

@@ -144,6 +144,53 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX sender_domain_account ON sender_domain (account_id, domain);
     """,
+    # 4: contact lists and their members, each account's default list, initiation passwords.
+    """
+    -- An account's contact list. name keeps the spelling it was created with;
+    -- name_key is jangotw.model.contact_key(name) (lower-cased by Python, so
+    -- every letter folds as in the other stores), unique per account.
+    -- member_count is kept by the statements that add and remove members, so
+    -- listing a million-member list does not count it.
+    CREATE TABLE contact_list (
+        id           INTEGER PRIMARY KEY,
+        account_id   INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        name         TEXT    NOT NULL,
+        name_key     TEXT    NOT NULL,
+        from_name    TEXT    NOT NULL DEFAULT '',
+        from_address TEXT    NOT NULL DEFAULT '',
+        created      REAL    NOT NULL,
+        member_count INTEGER NOT NULL DEFAULT 0 CHECK (member_count >= 0),
+        UNIQUE (account_id, name_key),
+        UNIQUE (id, account_id)
+    );
+
+    -- A list's members by address_key (contact_key of the address): the
+    -- primary key makes addresses unique per list in any case and serves
+    -- paging (address_key > ? ORDER BY address_key LIMIT ?) without sorting.
+    -- fields is a JSON object of strings (name, and columns a CSV header named).
+    CREATE TABLE contact_member (
+        list_id     INTEGER NOT NULL REFERENCES contact_list (id) ON DELETE CASCADE,
+        address_key TEXT    NOT NULL,
+        address     TEXT    NOT NULL,
+        fields      TEXT    NOT NULL DEFAULT '{}',
+        PRIMARY KEY (list_id, address_key)
+    ) WITHOUT ROWID;
+
+    -- The account's default list; the composite key refuses another account's
+    -- list, and deleting the list deletes this row.
+    CREATE TABLE contact_list_default (
+        account_id INTEGER NOT NULL PRIMARY KEY REFERENCES account (id) ON DELETE CASCADE,
+        list_id    INTEGER NOT NULL UNIQUE,
+        FOREIGN KEY (list_id, account_id) REFERENCES contact_list (id, account_id) ON DELETE CASCADE
+    );
+
+    -- The argon2id hash of the password that authorises mass mailings, kept
+    -- apart from the login password_hash.
+    CREATE TABLE initiation_password (
+        account_id    INTEGER NOT NULL PRIMARY KEY REFERENCES account (id) ON DELETE CASCADE,
+        password_hash TEXT    NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

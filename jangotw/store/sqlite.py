@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.store.test_sqlite -*-
 """The embedded store: accounts, relay authorisation, suppression lists, the send
-log, monthly usage, tracking and sender domains in one SQLite file (the SQL for
-all but accounts is in L{sqlite_lists}, L{sqlite_usage} and L{sqlite_domains}).
+log, monthly usage, tracking, sender domains and contact lists in one SQLite file
+(the SQL for all but accounts is in L{sqlite_lists}, L{sqlite_usage},
+L{sqlite_domains} and L{sqlite_contacts}).
 
 Every query runs in a thread, never on the reactor: writes on one connection
 in a pool of one thread (so this process's writes are serialised), reads on a
@@ -27,8 +28,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..errors import InputError
-from ..interfaces import IStore
-from ..model import Account, AccountSettings, DomainKey, Suppression, TrackingEvent, Usage
+from ..interfaces import IListStore, IStore
+from ..model import (Account, AccountSettings, ContactList, DomainKey, ListMember, Suppression, TrackingEvent,
+                     Usage, contact_key)
+from . import sqlite_contacts as contacts
 from . import sqlite_domains as domains
 from . import sqlite_lists as lists
 from . import sqlite_usage as activity
@@ -47,6 +50,7 @@ _AccountRow = tuple[int, str, int, float, "str | None"]
 _SettingRow = tuple[int, str, str]
 _Rows = tuple[list[_AccountRow], list[_SettingRow]]
 
+_MAX_INTEGER = 2 ** 63 - 1  # SQLite's largest integer; a bigger parameter raises OverflowError
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, IPv4-mapped IPv6
 _ACCOUNT_COLUMNS = "account.id, account.name, account.disabled, account.created, account.password_hash"
 
@@ -111,6 +115,14 @@ def _accounts(rows: _Rows) -> list[Account]:
 
 def _one_account(rows: _Rows) -> Account:
     return _accounts(rows)[0]
+
+
+def _contact_list(row: contacts.ListRow) -> ContactList:
+    return ContactList(*row)
+
+
+def _maybe_contact_list(row: contacts.ListRow | None) -> ContactList | None:
+    return None if row is None else ContactList(*row)
 
 
 # -- interactions (in a pool thread) ------------------------------------------------------
@@ -239,10 +251,10 @@ def _read_transaction(txn: Transaction, interaction: Callable[..., _T], *args: o
 
 # -- the store ----------------------------------------------------------------------------
 
-@implementer(IStore)
+@implementer(IStore, IListStore)
 @define
 class SQLiteStore:
-    """L{IStore} on SQLite; build it with L{open_sqlite_store}, which applies migrations.
+    """L{IStore} and L{IListStore} on SQLite; build it with L{open_sqlite_store}, which applies migrations.
 
     A network given as IPv6 also matches IPv4 clients whose mapped address it
     contains (so C{::/0} matches every client).
@@ -409,6 +421,58 @@ class SQLiteStore:
     def list_domains(self, account: str) -> "Deferred[list[DomainKey]]":
         return self._read(_by_account, domains.select_domains, account).addCallback(
             lambda rows: [DomainKey(*row) for row in rows])
+
+    # IListStore
+
+    def add_list(self, account: str, name: str, from_name: str, from_address: str) -> "Deferred[ContactList]":
+        return self._write(contacts.insert_list, account, name, contact_key(name), from_name, from_address,
+                           self.clock.seconds()).addCallback(_contact_list)
+
+    def set_list_from(self, account: str, name: str, from_name: str, from_address: str) -> "Deferred[ContactList]":
+        return self._write(contacts.update_list_from, account, name, contact_key(name), from_name,
+                           from_address).addCallback(_contact_list)
+
+    def get_list(self, account: str, name: str) -> "Deferred[ContactList | None]":
+        return self._read(contacts.select_list, account, contact_key(name)).addCallback(_maybe_contact_list)
+
+    def lists(self, account: str) -> "Deferred[list[ContactList]]":
+        return self._read(contacts.select_lists, account).addCallback(
+            lambda rows: [_contact_list(row) for row in rows])
+
+    def delete_list(self, account: str, name: str) -> "Deferred[ContactList]":
+        """One statement: the members go by C{ON DELETE CASCADE} in the same transaction."""
+        return self._write(contacts.delete_list, account, name, contact_key(name)).addCallback(_contact_list)
+
+    def set_default_list(self, account: str, name: str) -> "Deferred[ContactList]":
+        return self._write(contacts.set_default_list, account, name, contact_key(name)).addCallback(_contact_list)
+
+    def default_list(self, account: str) -> "Deferred[ContactList | None]":
+        return self._read(contacts.select_default_list, account).addCallback(_maybe_contact_list)
+
+    def add_members(self, account: str, name: str, members: Sequence[ListMember]) -> "Deferred[int]":
+        """The whole batch is one C{BEGIN IMMEDIATE} transaction on the writer thread."""
+        rows = [(contact_key(member.address), member.address.strip(),
+                 json.dumps(dict(member.fields), ensure_ascii=False, sort_keys=True)) for member in members]
+        if any(not key for key, _, _ in rows):
+            return fail(InputError("a list member needs an address"))
+        return self._write(contacts.upsert_members, account, name, contact_key(name), rows)
+
+    def remove_member(self, account: str, name: str, address: str) -> "Deferred[bool]":
+        return self._write(contacts.delete_member, account, name, contact_key(name), contact_key(address))
+
+    def members(self, account: str, name: str, after: str | None = None,
+                limit: int = 1000) -> "Deferred[list[ListMember]]":
+        if limit < 1:
+            return fail(InputError(f"a page holds at least one member, not {limit}"))
+        return self._read(contacts.select_members, account, name, contact_key(name),
+                          None if after is None else contact_key(after), min(limit, _MAX_INTEGER)).addCallback(
+            lambda rows: [ListMember(address, json.loads(fields)) for address, fields in rows])
+
+    def set_initiation_password_hash(self, account: str, password_hash: str) -> "Deferred[None]":
+        return self._write(contacts.set_initiation_hash, account, password_hash)
+
+    def initiation_password_hash(self, account: str) -> "Deferred[str | None]":
+        return self._read(contacts.select_initiation_hash, account)
 
     # IStore
 

@@ -351,7 +351,9 @@ class RelayTests(SessionTestCase):
         self.assertEqual(self.codes("RCPT TO:<shop@in.test>\r\nRCPT TO:<nobody@in.test>\r\n"
                                     "RCPT TO:<bounces+abc@b.test>\r\nRCPT TO:<x@b.test>\r\n"),
                          ["250 2.1.5", "550 5.1.1", "250 2.1.5", "550 5.1.1"])
-        self.assertIn("250 2.0.0", self.say(b"DATA\r\n" + MESSAGE + b".\r\n"))
+        self.assertIn("550 5.7.1 Address a mailing to one initiation mailbox alone",
+                      self.say(b"DATA\r\n" + MESSAGE + b".\r\n"))
+        self.assertIn("250 2.0.0", self.send_message("someone@else.test", ["bounces+abc@b.test"], MESSAGE))
         [(record, _)] = self.spooled()
         self.assertEqual((record.account, record.auth_method.value), (None, "local"))
 

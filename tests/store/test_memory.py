@@ -8,8 +8,14 @@ from jangotw.interfaces import IStore
 from jangotw.store.memory import MemoryStore
 
 from .contract import StoreContractMixin
+from .contract_lists import ListStoreContractMixin
 
 
 class MemoryStoreContractTests(StoreContractMixin, TestCase):
     def make_store(self) -> "Deferred[IStore]":
+        return succeed(MemoryStore(self.clock))
+
+
+class MemoryListStoreContractTests(ListStoreContractMixin, TestCase):
+    def make_store(self) -> "Deferred[MemoryStore]":
         return succeed(MemoryStore(self.clock))

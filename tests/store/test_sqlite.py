@@ -14,11 +14,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from jangotw.interfaces import IStore
-from jangotw.model import BOUNCE_LIST, DomainKey, Suppression, TrackingEvent, Usage
+from jangotw.model import BOUNCE_LIST, ContactList, DomainKey, ListMember, Suppression, TrackingEvent, Usage
 from jangotw.store.schema import MIGRATIONS, SCHEMA_VERSION, _statements, migrate
 from jangotw.store.sqlite import SQLiteStore, open_sqlite_store
 
 from .contract import StoreContractMixin
+from .contract_lists import ListStoreContractMixin
 
 
 if TYPE_CHECKING:
@@ -50,6 +51,16 @@ class SQLiteContractTests(SQLiteFileMixin, StoreContractMixin, TestCase):
         async def opened() -> IStore:
             store = await self.open()
             return attrs.evolve(store, clock=self.clock)  # same pools, closed by open()'s cleanup
+        return Deferred.fromCoroutine(opened())
+
+
+class SQLiteListContractTests(SQLiteFileMixin, ListStoreContractMixin, TestCase):
+    """SQLiteStore keeps the contact list contract."""
+
+    def make_store(self) -> "Deferred[SQLiteStore]":
+        async def opened() -> SQLiteStore:
+            store = await self.open()
+            return attrs.evolve(store, clock=self.clock)
         return Deferred.fromCoroutine(opened())
 
 
@@ -112,7 +123,7 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
             connection.close()
         store = await self.open(path)
         self.assertEqual(await self.user_version(store), SCHEMA_VERSION)
-        self.assertEqual(SCHEMA_VERSION, 3)
+        self.assertEqual(SCHEMA_VERSION, 4)
         account = await store.get_account("alice")
         assert account is not None
         self.assertEqual((account.name, account.password_hash, account.created), ("Alice", "hash", 5.0))
@@ -142,7 +153,7 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
         finally:
             connection.close()
         store = await self.open(path)
-        self.assertEqual(await self.user_version(store), 3)
+        self.assertEqual(await self.user_version(store), SCHEMA_VERSION)
         account = await store.get_account("alice")
         assert account is not None
         self.assertEqual((account.name, account.password_hash, account.created), ("Alice", "hash", 5.0))
@@ -159,6 +170,62 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
         key = DomainKey("Alice", "example.com", "s1", "PEM", created=9.0)
         self.assertEqual(await store.add_domain(key), key)
         self.assertEqual(await store.domain_key("EXAMPLE.COM"), key)
+
+    async def test_migrates_version_3(self) -> None:
+        """A file at schema version 3 gains contact lists, default lists and initiation passwords,
+        keeping its accounts, settings and domains."""
+        path = self.db_path()
+        os.makedirs(os.path.dirname(path))
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            self.assertEqual(migrate(connection.cursor(), MIGRATIONS[:3]), (0, 3))
+            connection.execute("INSERT INTO account (name, password_hash, created) VALUES ('Alice', 'hash', 5.0)")
+            connection.execute("INSERT INTO account_setting (account_id, key, value) VALUES (1, 'wrap', '60')")
+            connection.execute("INSERT INTO sender_domain (domain, account_id, selector, private_key, created) "
+                               "VALUES ('example.com', 1, 's1', 'PEM', 6.0)")
+        finally:
+            connection.close()
+        store = attrs.evolve(await self.open(path), clock=Clock())
+        self.assertEqual(await self.user_version(store), SCHEMA_VERSION)
+        account = await store.get_account("alice")
+        assert account is not None
+        self.assertEqual((account.name, account.password_hash, account.settings.wrap), ("Alice", "hash", 60))
+        self.assertEqual(await store.domain_key("example.com"), DomainKey("Alice", "example.com", "s1", "PEM", 6.0))
+        self.assertEqual(await store.add_list("alice", "News Letter", "News", "news@example.com"),
+                         ContactList("Alice", "News Letter", "News", "news@example.com", 0.0, 0))
+        self.assertEqual(await store.add_members("alice", "news letter", [ListMember("a@example.com")]), 1)
+        await store.set_default_list("alice", "News Letter")
+        await store.set_initiation_password_hash("alice", "$initiation")
+        self.assertEqual(await store.initiation_password_hash("alice"), "$initiation")
+        default = await store.default_list("alice")
+        assert default is not None
+        self.assertEqual(default.member_count, 1)
+
+    async def test_default_list_must_belong_to_the_account(self) -> None:
+        """The schema itself refuses a default list that belongs to another account."""
+        store = await self.open()
+        await store.add_account("alice", None)
+        await store.add_account("bob", None)
+        await attrs.evolve(store, clock=Clock()).add_list("bob", "Bob's", "", "")
+        error = await self.assertFailure(store.writer.runOperation(
+            "INSERT INTO contact_list_default (account_id, list_id) VALUES (1, 1)"), sqlite3.IntegrityError)
+        self.assertIn("FOREIGN KEY", str(error))
+
+    async def test_member_batch_is_one_transaction(self) -> None:
+        """A batch that fails part-way inside the database leaves none of its members (nor a changed
+        count): the whole batch is one write transaction."""
+        store = attrs.evolve(await self.open(), clock=Clock())
+        await store.add_account("alice", None)
+        await store.add_list("alice", "News", "", "")
+        await store.writer.runOperation(
+            "CREATE TRIGGER refuse_bad AFTER INSERT ON contact_member WHEN new.address_key = 'bad@example.com' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END")
+        batch = [ListMember(f"m{number}@example.com") for number in range(900)] + [ListMember("bad@example.com")]
+        await self.assertFailure(store.add_members("alice", "News", batch), sqlite3.IntegrityError)
+        self.assertEqual(await store.members("alice", "News"), [])
+        found = await store.get_list("alice", "News")
+        assert found is not None
+        self.assertEqual(found.member_count, 0)
 
     async def test_charges_from_two_stores_never_overshoot(self) -> None:
         """Two stores on one file (two nodes, or server and CLI) charging one account at once
