@@ -34,6 +34,7 @@ from .ingress.gate import Gate
 from .ingress.session import SessionSettings, SMTPSession
 from .ingress.tls import server_tls_options
 from .initiation.desk import InitiationDesk
+from .initiation.fanout import Campaigns
 from .interfaces import IListStore, IStore
 from .model import SpoolRecord
 from .outbound.client import SMTPDeliverer
@@ -184,9 +185,8 @@ class RelayService(MultiService):
             deliverer=self.deliverer,
             store=store,
             notices=notices,
-            router=Router(bounce_domain=bounce_domain,
-                          held_domains=frozenset(d.lower() for d in (config.initiation.domain,
-                                                                     *config.smtp.local_domains) if d),
+            router=Router(bounce_domain=bounce_domain, initiation_domain=config.initiation.domain.lower(),
+                          held_domains=frozenset(d.lower() for d in config.smtp.local_domains),
                           smarthost=bool(delivery.relay_host)),
             deliver_locally=BounceMailbox(self.spool, store, signer, reactor,
                                           self.tracking_signer.parse_unsubscribe).deliver,
@@ -199,6 +199,9 @@ class RelayService(MultiService):
             prepare=pipeline.prepare,
             renderer=self._renderer(store, notices),
         )
+        if IListStore.providedBy(store):
+            queue.initiate = Campaigns(store, store, self.spool, reactor, queue.enqueue, notices.queue_notice,
+                                       os.path.join(self.spool.root, "campaigns")).start
         queue.setName("queue")
         queue.setServiceParent(self)
         await queue.recover(queued)

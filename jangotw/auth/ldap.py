@@ -20,7 +20,6 @@ both are for the log: they name users and DNs, never a password.
 from __future__ import annotations
 
 import ssl
-from typing import Any
 from urllib.parse import urlsplit
 
 import ldap3
@@ -126,7 +125,9 @@ class LDAPDirectory:
         return ldap3.Server(self.url, tls=tls, connect_timeout=self.timeout, get_info=ldap3.NONE)
 
     def _bind(self, server: ldap3.Server, dn: str, password: Secret, user: bool) -> ldap3.Connection:
-        """A new connection bound as C{dn} (anonymously when C{dn} is empty)."""
+        """A new connection bound as C{dn} (anonymously when C{dn} is empty: never for a user)."""
+        if user and not dn:
+            raise UnauthorizedLogin("ldap: the user search returned an empty DN")
         connection = ldap3.Connection(
             server,
             user=dn or None,
@@ -183,7 +184,7 @@ class LDAPDirectory:
         return frozenset(map(_normal_dn, found))
 
     @staticmethod
-    def _close(connection: Any) -> None:
+    def _close(connection: ldap3.Connection) -> None:
         try:
             connection.unbind()
         except (LDAPException, OSError):

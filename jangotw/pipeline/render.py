@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from ..interfaces import IStore
-from ..model import Account, DomainKey, SpoolRecord
+from ..model import Account, AuthMethod, DomainKey, SpoolRecord
 from ..tracking.links import TokenSigner, TrackingUrls, account_base_url
 from .dkim import sign_message, signing_key_for
 from .rewrite import RewritePlan, RewriteReport, rewrite
@@ -76,7 +76,8 @@ class Renderer:
         headers = summary_headers(await self.read_headers(record))
         key = await signing_key_for(self.store, headers.get("from-address", ""))
         settings = account.settings
-        personal = settings.open_tracking or settings.click_tracking or settings.list_unsubscribe
+        campaign = record.auth_method is AuthMethod.CAMPAIGN  # list mail: To and List-Unsubscribe per member
+        personal = campaign or settings.open_tracking or settings.click_tracking or settings.list_unsubscribe
         wrap = 0 < settings.wrap < record.longest_line
         if not (personal or wrap or key is not None or record.longest_line > MAX_LINE):
             return [(tuple(recipients), None)]
@@ -114,14 +115,17 @@ class Renderer:
         urls = self._urls(account) if index is not None else None
         message_id = record.message_id
         headers: tuple[tuple[str, str], ...] = ()
-        if urls is not None and settings.list_unsubscribe:
+        campaign = record.auth_method is AuthMethod.CAMPAIGN
+        if campaign and index is not None:
+            headers = (("To", record.envelope.recipients[index]),)
+        if urls is not None and (settings.list_unsubscribe or campaign):
             # RFC 8058: the header URL is the unsubscribe URL itself, never a tracking redirect.
             targets = [f"<{urls.unsubscribe(message_id, index)}>"]  # type: ignore[arg-type]
             if self.bounce_domain:
                 unique = self.signer.unsubscribe_id(message_id, index)  # type: ignore[arg-type]
                 targets.append(f"<mailto:unsubscribe+{unique}@{self.bounce_domain}>")
-            headers = (("List-Unsubscribe", ", ".join(targets)),
-                       ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+            headers += (("List-Unsubscribe", ", ".join(targets)),
+                        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         return RewritePlan(
             wrap=settings.wrap,
             click_url=(lambda url, link: urls.click(message_id, index, link))  # type: ignore[union-attr, arg-type]

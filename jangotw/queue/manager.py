@@ -30,7 +30,7 @@ from ..spool.journal import HELD, NOTICE_QUEUED, PREPARED, RELEASED, DeliveryJou
 from ..spool.writer import Spool
 from .bouncelist import hard_bounce, soft_bounce
 from .notices import Notices
-from .routing import BOUNCES, NO_CONSUMER, Router
+from .routing import BOUNCES, INITIATION, NO_CONSUMER, Router
 from .state import MessageState, RetryPolicy
 
 __all__ = ["QueueManager", "ReturnPath", "is_hard_bounce"]
@@ -79,6 +79,7 @@ class QueueManager(Service):
     hold: bool = False  # spool everything, deliver nothing ([delivery] hold)
     prepare: Preparer | None = None  # the policy pipeline; None: deliver as received
     renderer: Renderer | None = None  # the rewrite stages, applied as an attempt starts
+    initiate: LocalDelivery | None = None  # fans an initiation message out to its list
     held_for: float = 3 * 86400.0  # how long over-quota mail is kept for a resend
     _messages: dict[str, MessageState] = field(factory=dict, init=False)
     _ready: dict[str, deque[str]] = field(factory=dict, init=False)
@@ -144,8 +145,9 @@ class QueueManager(Service):
             self._expire_held_later(state)
         elif state.prepared:
             self._schedule(state)
-        elif self.prepare is None or record.account is None or record.auth_method is AuthMethod.NOTICE:
-            state.prepared = True  # nothing to check: own mail, notices, no pipeline
+        elif (self.prepare is None or record.account is None
+              or record.auth_method in (AuthMethod.NOTICE, AuthMethod.CAMPAIGN, AuthMethod.INITIATION)):
+            state.prepared = True  # nothing to check: own mail, notices, list batches checked at fan-out
             self._schedule(state)
         else:
             self._track(Deferred.fromCoroutine(self._prepare(state)), record.message_id)
@@ -278,7 +280,7 @@ class QueueManager(Service):
         message_id = state.record.message_id
         now = self.clock.seconds()
         for destination in sorted({self.router.destination(r) for r in state.due(now, self.policy)}):
-            if destination == NO_CONSUMER:
+            if self._unroutable(destination):
                 continue
             if (message_id, destination) not in self._scheduled:
                 self._scheduled.add((message_id, destination))
@@ -293,9 +295,13 @@ class QueueManager(Service):
             old.cancel()
         waiting = [r.next_attempt(self.policy) for r in state.recipients.values()
                    if not r.final and r.next_attempt(self.policy) > now
-                   and self.router.destination(r.recipient) != NO_CONSUMER]
+                   and not self._unroutable(self.router.destination(r.recipient))]
         if waiting:
             self._timers[message_id] = self.clock.callLater(min(waiting) - now, self._wake, message_id)
+
+    def _unroutable(self, destination: str) -> bool:
+        """Our own mailboxes with nothing to consume them: such mail is kept, not attempted."""
+        return destination == NO_CONSUMER or (destination == INITIATION and self.initiate is None)
 
     def _wake(self, message_id: str) -> None:
         self._timers.pop(message_id, None)
@@ -369,6 +375,8 @@ class QueueManager(Service):
         record = state.record
         if destination == BOUNCES:
             results = await self.deliver_locally(record, recipients)
+        elif destination == INITIATION and self.initiate is not None:
+            results = await self.initiate(record, recipients)
         else:
             results = []
             bodies = (await self.renderer.render(record, recipients) if self.renderer is not None

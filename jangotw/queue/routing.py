@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from attrs import frozen
 
-__all__ = ["Router", "BOUNCES", "NO_CONSUMER", "RELAY"]
+__all__ = ["Router", "BOUNCES", "INITIATION", "NO_CONSUMER", "RELAY"]
 
 BOUNCES = "local:bounces"  # VERP return paths: asynchronous bounces to parse
+INITIATION = "local:initiation"  # <account>@<initiation domain>: a mailing to a list
 NO_CONSUMER = "local:no-consumer"  # our own mailboxes without a consumer yet (initiation): kept
 RELAY = "relay"  # everything goes to [delivery] relay_host
 
@@ -14,6 +15,7 @@ RELAY = "relay"  # everything goes to [delivery] relay_host
 @frozen
 class Router:
     bounce_domain: str = ""
+    initiation_domain: str = ""
     held_domains: frozenset[str] = frozenset()
     smarthost: bool = False
 
@@ -22,6 +24,8 @@ class Router:
         domain = recipient.rpartition("@")[2].lower()
         if domain and domain == self.bounce_domain:
             return BOUNCES
+        if domain and domain == self.initiation_domain:
+            return INITIATION
         if domain in self.held_domains:
             return NO_CONSUMER
         return RELAY if self.smarthost else domain

@@ -7,6 +7,7 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.threadpool import ThreadPool
@@ -134,6 +135,14 @@ class OutageTests(DirectoryTestCase):
         self.assertIn(self.slapd.url, str(error))
         await self.slapd.start()
         self.assertEqual((await self.directory.authenticate("alice", ALICE.password)).account, "shop")
+
+    async def test_silent_server_times_out_as_temporary(self) -> None:
+        """A server that accepts the connection and never answers costs C{timeout} seconds, then 454."""
+        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        directory = self.make_directory(url=f"ldap://127.0.0.1:{port.getHost().port}", timeout=1)
+        error = await self.assertFailure(directory.authenticate("alice", ALICE.password), TemporaryError)
+        self.assertIn("timed out", str(error))
 
     async def test_service_account_refused_is_temporary(self) -> None:
         """A wrong service password is the operator's problem: users are told to retry, not refused."""
