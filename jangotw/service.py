@@ -122,6 +122,9 @@ class RelayService(MultiService):
         for description in self.config.smtp.listen:
             factory = self._smtp_factory(gate, limiter, implicit_tls=False)
             await self._listen(f"smtp:{description}", description, factory)
+        for description in self.config.initiation.listen:  # the initiation mailbox's own listeners
+            await self._listen(f"initiation:{description}", description,
+                               self._smtp_factory(gate, limiter, implicit_tls=False))
         for description in self.config.smtp.tls_listen:
             factory = self._smtp_factory(gate, limiter, implicit_tls=True)
             await self._listen(f"smtps:{description}", description,

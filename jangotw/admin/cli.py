@@ -45,6 +45,7 @@ from ..spool.journal import DeliveryJournal
 from ..spool.layout import Layout
 from .accounts import AccountAdmin
 from .queue import QueueAdmin
+from .campaigns import CampaignAdmin, render_campaigns
 from .domains import DomainAdmin, render_domain, render_domains
 from .lists import ListAdmin, login_password_check, render_list_import, render_lists, render_member
 from .reports import ReportAdmin, render_report
@@ -69,6 +70,7 @@ class Admin:
     queue: QueueAdmin
     suppressions: SuppressionAdmin
     reports: ReportAdmin
+    campaigns: CampaignAdmin
     domains: DomainAdmin
     lists: ListAdmin | None  # None: the configured store keeps no contact lists (see L{_lists})
 
@@ -349,6 +351,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     report.set_defaults(command=_Command(lambda admin, args: admin.reports.report(args.account, args.message),
                                          render_report, report))
 
+    campaigns = group("campaign", "mailings started through the initiation mailbox")
+    leaf(campaigns, "list", "an account's campaigns with their counts", render=render_campaigns,
+         call=lambda admin, args: admin.campaigns.list(args.account), arguments=[account])
+    leaf(campaigns, "show", "one campaign", render=render_campaigns,
+         call=lambda admin, args: admin.campaigns.list(args.account, args.id),
+         arguments=[account, ("id", "campaign id (the initiation message's queue id)")])
+
     bounces = group("bounces", "addresses on an account's Bounce list")
     leaf(bounces, "list", "list the Bounce list: address, when, and the server reply that put it there",
          render=lambda entries: _lines([f"{e['address']}  {e['added']}  {e['reason']}" for e in entries]),
@@ -468,6 +477,8 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
         ),
         suppressions=SuppressionAdmin(store),
         reports=ReportAdmin(store),
+        campaigns=CampaignAdmin(os.path.join(spool_root, "campaigns"),
+                                blocking=lambda function, *args: deferToThreadPool(threads, pool, function, *args)),
         domains=DomainAdmin(store=store, clock=cast(IReactorTime, reactor),
                             make_key=lambda: deferToThreadPool(threads, pool, new_rsa_key)),
         lists=None if list_store is None else ListAdmin(
