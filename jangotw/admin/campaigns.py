@@ -41,6 +41,7 @@ class CampaignAdmin:
             for campaign in chosen:
                 campaign["state"] = "queued" if campaign.pop("done") else "sending"
                 campaign.pop("cursor", None)
+                campaign.pop("quota_reached", None)
             return chosen
         return self.blocking(_read_all, self.directory).addCallback(matching)
 

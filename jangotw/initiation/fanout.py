@@ -55,6 +55,7 @@ class CampaignProgress:
     invalid: int = 0
     cursor: str | None = None  # the last member address handled
     done: bool = False
+    quota_reached: bool = False  # once a page did not fit, the rest of the list is over quota too
 
 
 def _header_block(path: str) -> tuple[list[bytes], int]:
@@ -175,12 +176,16 @@ class Campaigns:
         rest = [a for a in valid if a not in blocked]
         if not rest:
             return
+        if progress.quota_reached:
+            progress.over_quota += len(rest)
+            return
         if settings.monthly_messages or settings.monthly_bytes:
             charged = await self.store.charge(account, month_of(self.clock.seconds()), len(rest), size * len(rest),
                                               settings.monthly_messages, settings.monthly_bytes,
                                               settings.overage_allowed)
             if not charged.charged:
                 progress.over_quota += len(rest)
+                progress.quota_reached = True
                 return
         spool_file = self.spool.open()
         try:
