@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
+from twisted.python.failure import Failure
 
 from ..config import Config
 from ..errors import ConfigError
@@ -29,10 +30,23 @@ def sqlite_path(config: Config) -> str:
 def open_store(reactor: IReactorCore, config: Config) -> "Deferred[IStore]":
     """Open the configured store, migrated and ready.
 
+    C{sqlite} is the embedded file under C{server.data_dir}; a C{redis://},
+    C{rediss://} or C{unix:} URL is a Redis server (L{jangotw.store.redis}).
+
     @return: fires with the store (the caller closes it); fails with
-        L{ConfigError} for a store this version cannot open, or with the
-        error that stopped the database opening.
+        L{ConfigError} for a store URL that cannot be used, or with the
+        error that stopped the database opening (for Redis:
+        L{jangotw.errors.TemporaryError} when it cannot be reached,
+        L{jangotw.errors.PermanentError} when it refuses the login).
     """
     if config.server.store == "sqlite":
         return open_sqlite_store(reactor, sqlite_path(config))  # type: ignore[return-value]
-    return fail(ConfigError("server.store: the Redis store is not available yet"))
+    # Imported here: txredisapi imports the global reactor, which must not be
+    # installed before twistd (or a test) has chosen one.
+    from .redis import open_redis_store
+
+    def bad_url(failure: Failure) -> Failure:
+        if failure.check(ValueError):
+            raise ConfigError(f"server.store: {failure.getErrorMessage()}")
+        return failure
+    return open_redis_store(reactor, config.server.store).addErrback(bad_url)  # type: ignore[return-value]

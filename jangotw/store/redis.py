@@ -66,7 +66,7 @@ import attrs
 import txredisapi  # type: ignore[import-untyped]
 from attrs import define
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.ssl import Certificate
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -427,7 +427,7 @@ def _all(deferreds: list["Deferred[Any]"]) -> "Deferred[list[Any]]":
 
 # -- opening --------------------------------------------------------------------------------
 
-def open_redis_store(reactor: Any, url: str, *, trust_root: Certificate | None = None,
+def open_redis_store(reactor: IReactorCore, url: str, *, trust_root: Certificate | None = None,
                      reply_timeout: float = 5.0, prefix: str = KEY_PREFIX) -> "Deferred[RedisStore]":
     """Connect to the Redis server C{url} names and fire with a store using it.
 

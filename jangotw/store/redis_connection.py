@@ -25,10 +25,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import txredisapi  # type: ignore[import-untyped]
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.error import TimeoutError as ConnectTimeout
-from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import Logger
@@ -70,7 +70,7 @@ class RedisAddress:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.db}"
 
-    def endpoint(self, reactor: Any, trust_root: Certificate | None = None,
+    def endpoint(self, reactor: IReactorCore, trust_root: Certificate | None = None,
                  timeout: float = 5.0) -> IStreamClientEndpoint:
         """A client endpoint for this address on C{reactor} (IReactorTCP, IReactorSSL or IReactorUNIX).
 
@@ -149,6 +149,8 @@ class _ProtocolFactory(Factory):
     L{RedisConnection} itself (the protocol would otherwise call the factory's
     C{stopTrying} on a failure), so the protocol gets neither.
     """
+
+    noisy = False  # no "Starting factory" line per connection
 
     def __init__(self, clock: IReactorTime, reply_timeout: float) -> None:
         self.clock = clock
@@ -249,13 +251,28 @@ class RedisConnection:
         """
         if self._closed:
             return fail(RuntimeError("the Redis store is closed"))
-        if self._protocol is None:
+        protocol = self._protocol
+        if protocol is None:
             return fail(TemporaryError(UNAVAILABLE))
         try:
-            reply: Deferred[Any] = self._protocol.execute_command(*args)
+            reply: Deferred[Any] = protocol.execute_command(*args)
         except txredisapi.ConnectionError:
             return fail(TemporaryError(UNAVAILABLE))
-        return reply.addErrback(_temporary)
+        return reply.addErrback(self._failed, protocol)
+
+    def _failed(self, failure: Failure, protocol: Any) -> Failure:
+        """Lost connections, reply timeouts and "cannot serve now" replies become L{TemporaryError}.
+
+        After a reply timeout txredisapi aborts the connection, but only on a
+        later reactor turn: it is given up now, so no call is sent over it.
+        """
+        if failure.check(txredisapi.TimeoutError):
+            self._drop(protocol, f"no reply within {self.reply_timeout} seconds")
+        if failure.check(txredisapi.ConnectionError):  # TimeoutError is one too
+            raise TemporaryError(UNAVAILABLE)
+        if failure.check(txredisapi.ResponseError) and str(failure.value).startswith(_TEMPORARY_REPLIES):
+            raise TemporaryError(f"{UNAVAILABLE}: {failure.value}")
+        return failure
 
     # -- connecting ----------------------------------------------------------------------
 
@@ -311,12 +328,16 @@ class RedisConnection:
             deferred.callback(None)
 
     def _lost(self, protocol: Any) -> None:
+        self._drop(protocol, "connection lost")
+
+    def _drop(self, protocol: Any, reason: str) -> None:
+        """Stop using C{protocol} (if it is still the one in use) and connect again in the background."""
         if protocol is not self._protocol:
             return
         self._protocol = None
         if self._closed:
             return
-        self._outage("connection lost")
+        self._outage(reason)
         self._reconnect()
 
     def _outage(self, reason: str) -> None:
@@ -329,7 +350,8 @@ class RedisConnection:
         self._retry = None
         if self._closed:
             return
-        self._connect().addCallbacks(self._connected, self._attempt_failed)
+        self._connect().addCallbacks(self._connected, self._attempt_failed).addErrback(
+            lambda failure: log.failure("reconnecting to {store} crashed", failure, store=self.address.display()))
 
     def _attempt_failed(self, failure: Failure) -> None:
         if self._closed or failure.check(CancelledError):
@@ -342,13 +364,4 @@ class RedisConnection:
         """Seconds before the next attempt: doubling from C{initial_delay} up to C{max_delay}, +-10%."""
         delay = min(self.initial_delay * 2 ** min(failures - 1, 32), self.max_delay)
         return delay * random.uniform(0.9, 1.1)
-
-
-def _temporary(failure: Failure) -> Failure:
-    """Lost connections, reply timeouts and "cannot serve now" replies become L{TemporaryError}."""
-    if failure.check(txredisapi.ConnectionError):  # TimeoutError is one too
-        raise TemporaryError(UNAVAILABLE)
-    if failure.check(txredisapi.ResponseError) and str(failure.value).startswith(_TEMPORARY_REPLIES):
-        raise TemporaryError(f"{UNAVAILABLE}: {failure.value}")
-    return failure
 

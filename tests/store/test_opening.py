@@ -26,8 +26,3 @@ class OpenStoreTests(TestCase):
         self.assertEqual(sqlite_path(config), os.path.join(data_dir, "jangotw.sqlite3"))
         self.assertTrue(os.path.exists(sqlite_path(config)))
 
-    async def test_redis_not_yet(self) -> None:
-        """A Redis URL fails with ConfigError naming the key."""
-        config = parse_config({"server": {"store": "redis://127.0.0.1:6379/0"}, "smtp": {"tls_listen": []}})
-        error = await self.assertFailure(open_store(reactor, config), ConfigError)
-        self.assertEqual(str(error), "server.store: the Redis store is not available yet")
