@@ -24,7 +24,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from ..auth.credentials import Secret
-from ..errors import ReplyError
+from ..errors import ReplyError, TemporaryError
 from ..interfaces import ISpool, ISpoolFile
 from ..model import Envelope, SpoolRecord, TLSInfo
 from .gate import Authorisation, Gate, Session
@@ -166,6 +166,9 @@ class SMTPSession(Protocol, TimeoutMixin):
     def _crashed(self, failure: Failure) -> None:
         if failure.check(ReplyError):
             self._reply(failure.value)  # type: ignore[arg-type]
+            return
+        if failure.check(TemporaryError):  # e.g. the state store is away: it logs the outage once
+            self._reply(LOCAL_ERROR.because(str(failure.value)))
             return
         log.failure("session {session_id} crashed", failure, session_id=self.session.id)
         self._reply(LOCAL_ERROR)
@@ -434,6 +437,11 @@ class SMTPSession(Protocol, TimeoutMixin):
             self._discard_message()
             self._log_transaction(spool_file.message_id, envelope, authorisation, receiver.size, error)
             return self._reply(error)
+        except TemporaryError as error:
+            self._discard_message()
+            self._log_transaction(spool_file.message_id, envelope, authorisation, receiver.size,
+                                  LOCAL_ERROR.because(str(error)))
+            return self._reply(LOCAL_ERROR)
         except Exception:
             self._discard_message()
             log.failure("accepting {message_id} failed", message_id=spool_file.message_id)

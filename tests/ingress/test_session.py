@@ -474,3 +474,20 @@ class SuppressionReplyTests(SessionTestCase):
         self.ehlo()
         self.say("MAIL FROM:<news@shop.test>\r\n")
         self.assertEqual(self.codes("RCPT TO:<gone@remote.test>\r\n"), ["250 2.1.5"])
+
+
+class StoreOutageTests(SessionTestCase):
+    def test_store_outage_is_a_temporary_refusal(self) -> None:
+        """The state store failing temporarily gives 451 4.3.0 (retry later), logged by the store, not here."""
+        from twisted.internet.defer import fail
+
+        from jangotw.errors import TemporaryError
+        self.connect()
+        self.ehlo()
+        class Away:
+            def accounts_for_ip(self, address: object) -> object:
+                return fail(TemporaryError("state store unavailable"))
+        self.gate.authorisations = Away()  # type: ignore[assignment]
+        self.say("MAIL FROM:<news@shop.test>\r\n")
+        self.assertEqual(self.codes("RCPT TO:<you@remote.test>\r\n"), ["451 4.3.0"])
+        self.assertEqual(self.flushLoggedErrors(), [])
