@@ -77,6 +77,7 @@ from ..interfaces import IStore
 from ..model import Account, AccountSettings, DomainKey, Suppression, TrackingEvent, Usage
 from . import redis_scripts as scripts
 from .redis_connection import RedisConnection, parse_redis_url
+from .settings import decode_settings
 
 __all__ = ["RedisStore", "open_redis_store", "KEY_PREFIX", "RETENTION"]
 
@@ -89,7 +90,6 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, IPv4-mapped IPv6
 _HMGET_CHUNK = 1000  # fields per HMGET: Lua's unpack() stack stays small
-_SETTING_TYPES: dict[Any, type] = {"bool": bool, bool: bool, "int": int, int: int, "str": str, str: str}
 
 
 # -- values to and from Redis text ----------------------------------------------------------
@@ -120,31 +120,11 @@ def _pairs(flat: Sequence[Any]) -> Iterable[tuple[Any, Any]]:
     return zip(flat[::2], flat[1::2])
 
 
-def _settings(flat: Sequence[Any], account: str) -> AccountSettings:
-    """Decode stored settings; unknown keys (from a newer version) and unreadable values are skipped."""
-    fields = attrs.fields_dict(AccountSettings)
-    values: dict[str, Any] = {}
-    for key, text in _pairs(flat):
-        field = fields.get(key)
-        if field is None:
-            continue
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
-        expected = _SETTING_TYPES.get(field.type, object)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            log.warn("ignoring unreadable setting {key} of {account}", key=key, account=account)
-            continue
-        values[key] = value
-    return AccountSettings(**values)
-
-
 def _account(row: Sequence[Any]) -> Account:
     """An account from a script's account row (see L{scripts._PRELUDE})."""
     account_id, name, disabled, created, password_hash, settings = row
     return Account(id=int(account_id), name=name, disabled=disabled == "1", created=float(created),
-                   password_hash=password_hash, settings=_settings(settings, name))
+                   password_hash=password_hash, settings=decode_settings(_pairs(settings), name))
 
 
 def _suppression(list_name: str, value: str) -> Suppression:

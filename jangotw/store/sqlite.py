@@ -16,7 +16,7 @@ import ipaddress
 import json
 import os
 import sqlite3
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import attrs
 from attrs import define
@@ -36,6 +36,7 @@ from . import sqlite_domains as domains
 from . import sqlite_lists as lists
 from . import sqlite_usage as activity
 from .schema import migrate
+from .settings import decode_settings
 
 __all__ = ["SQLiteStore", "open_sqlite_store", "BUSY_TIMEOUT_MS"]
 
@@ -78,27 +79,6 @@ def _network_text(start: bytes, prefix: int) -> str:
 
 # -- rows to values (on the reactor thread) -----------------------------------------------
 
-_SETTING_TYPES: dict[Any, type] = {"bool": bool, bool: bool, "int": int, int: int, "str": str, str: str}
-
-
-def _settings(rows: Iterable[tuple[str, str]], account: str) -> AccountSettings:
-    """Decode setting rows; unknown keys (from a newer version) and unreadable values are skipped."""
-    fields = attrs.fields_dict(AccountSettings)
-    values: dict[str, Any] = {}
-    for key, text in rows:
-        field = fields.get(key)
-        if field is None:
-            continue
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
-        expected = _SETTING_TYPES.get(field.type, object)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            log.warn("ignoring unreadable setting {key} of {account}", key=key, account=account)
-            continue
-        values[key] = value
-    return AccountSettings(**values)
 
 
 def _accounts(rows: _Rows) -> list[Account]:
@@ -108,7 +88,7 @@ def _accounts(rows: _Rows) -> list[Account]:
         by_account.setdefault(account_id, []).append((key, value))
     return [
         Account(id=account_id, name=name, disabled=bool(disabled), created=created,
-                password_hash=password_hash, settings=_settings(by_account.get(account_id, ()), name))
+                password_hash=password_hash, settings=decode_settings(by_account.get(account_id, ()), name))
         for account_id, name, disabled, created, password_hash in account_rows
     ]
 

@@ -18,7 +18,6 @@ MESSAGE = (b"From: Shop <news@shop.test>\r\nTo: you@remote.test\r\nSubject: =?ut
 
 class PolicyTestCase(QueueTestCase):
     def make_manager(self, **options: object) -> QueueManager:
-        notices = self.__dict__.get("_notices")
         manager = super().make_manager(**options)
         pipeline = Pipeline(stages=(Suppression(self.store), Quota(self.store, self.clock)),
                             accounts=self.store, read_headers=manager.notices.header_block)

@@ -11,7 +11,6 @@ import os
 
 import dkim
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from jangotw.pipeline.dkim import sign_message

@@ -8,7 +8,6 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from jangotw.config import parse_config
-from jangotw.errors import ConfigError
 from jangotw.interfaces import IStore
 from jangotw.store.opening import open_store, sqlite_path
 
