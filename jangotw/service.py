@@ -240,12 +240,9 @@ class RelayService(MultiService):
         if not delivery.relay_user:
             return None
 
-        def read() -> str:
-            with open(delivery.relay_password_file, encoding="utf-8") as handle:
-                return handle.readline().rstrip("\r\n")
-
         try:
-            password = await deferToThreadPool(self.reactor, self.spool_pool, read)
+            password = await deferToThreadPool(self.reactor, self.spool_pool, _first_line,
+                                               delivery.relay_password_file)
         except OSError as error:
             raise ConfigError(f"delivery.relay_password_file: cannot read {error.filename}: {error.strerror}") from None
         return delivery.relay_user, password
