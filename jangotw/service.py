@@ -285,7 +285,12 @@ class RelayService(MultiService):
         def verify(password_hash: str, password: str) -> "Deferred[bool]":
             return deferToThreadPool(self.reactor, self.cpu_pool, hasher.verify, password_hash, password)
 
-        local = PasswordChecker(store, verify)
+        def rehash(password_hash: str, password: str) -> "Deferred[str | None]":
+            def compute() -> str | None:
+                return hasher.hash(password) if hasher.needs_rehash(password_hash) else None
+            return deferToThreadPool(self.reactor, self.cpu_pool, compute)
+
+        local = PasswordChecker(store, verify, rehash)
         portal = Portal(AccountRealm(store), [
             local if directory is None else LocalThenDirectoryChecker(local, store, directory),
             ClientAddressChecker(store),

@@ -16,6 +16,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..interfaces import IAccountStore, IAuthorisationStore, IClientAddress, IFromAddress
@@ -31,6 +32,8 @@ __all__ = ["AmbiguousAccount", "PasswordChecker", "LocalThenDirectoryChecker", "
 _DECOY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$dfWs5W64ZDBtO6EaVT+sKA$P3TDIgEUlAryfc1C2bTf7vlj25+w1jt5g4crTLZRep8"
 
 T = TypeVar("T")
+
+log = Logger()
 
 
 class AmbiguousAccount(UnauthorizedLogin):
@@ -59,6 +62,8 @@ class PasswordChecker:
     credentialInterfaces = (IUsernamePassword,)
     accounts: IAccountStore
     verify: Callable[[str, str], "Deferred[bool]"]  # (hash, password) -> matches
+    # (hash, password) -> a new hash when the stored one uses outdated argon2 parameters, else None
+    rehash: Callable[[str, str], "Deferred[str | None]"] | None = None
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> "Deferred[str]":
         return Deferred.fromCoroutine(self._check(credentials))
@@ -68,10 +73,23 @@ class PasswordChecker:
         account = await self.accounts.get_account(username)
         usable = account is not None and not account.disabled and account.password_hash
         password_hash = account.password_hash if usable else _DECOY_HASH  # type: ignore[union-attr]
-        matches = await self.verify(password_hash, _text(credentials.password))
+        password = _text(credentials.password)
+        matches = await self.verify(password_hash, password)
         if not (usable and matches):
             raise UnauthorizedLogin("bad credentials")
+        if self.rehash is not None:
+            await self._upgrade(account.name, password_hash, password)  # type: ignore[union-attr]
         return account.name  # type: ignore[union-attr]
+
+    async def _upgrade(self, name: str, password_hash: str, password: str) -> None:
+        """Store a hash with the current parameters: the one moment the password is known."""
+        try:
+            new_hash = await self.rehash(password_hash, password)  # type: ignore[misc]
+            if new_hash is not None:
+                await self.accounts.set_password_hash(name, new_hash)
+                log.info("rehashed the password of {account} with current parameters", account=name)
+        except Exception:
+            log.failure("rehashing the password of {account} failed", account=name)
 
 
 @implementer(ICredentialsChecker)
