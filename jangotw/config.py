@@ -191,8 +191,8 @@ class SMTPConfig:
     bare_newline: str = _key("reject", 'A bare CR or LF in DATA: "reject" (550 5.6.0) or '
                                        '"normalise" (to CRLF). Never an end of data.',
                              _one_of("reject", "normalise"))
-    auth_failures: int = _key(5, "Failed AUTH attempts from one client address within "
-                                 "auth_failure_window before 454 4.7.0.", _at_least(1))
+    auth_failures: int = _key(5, "Failed AUTH attempts from one client address, or for one user name, "
+                                 "within auth_failure_window before 454 4.7.0.", _at_least(1))
     auth_failure_window: int = _key(300, "Seconds failed AUTH attempts are remembered.",
                                     _at_least(1))
     local_domains: tuple[str, ...] = _key([], "Extra domains this server receives mail for "

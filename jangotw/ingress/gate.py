@@ -114,7 +114,8 @@ class Gate:
         return Deferred.fromCoroutine(self._authenticate(session, username, password))
 
     async def _authenticate(self, session: Session, username: str, password: Secret) -> Account:
-        if self.throttle.blocked(session.peer_ip):
+        keys = (session.peer_ip, f"user:{username.lower()}")  # failures count per client IP and per name
+        if any(self.throttle.blocked(key) for key in keys):
             log.warn("auth throttled {peer} {username}", peer=session.peer_ip, username=username)
             raise AUTH_THROTTLED
         try:
@@ -122,7 +123,8 @@ class Gate:
                 UsernamePassword(username, password.reveal()), None, IAccountAvatar
             )
         except UnauthorizedLogin as error:
-            self.throttle.failed(session.peer_ip)
+            for key in keys:
+                self.throttle.failed(key)
             log.warn("auth failed {peer} {username}: {reason}", peer=session.peer_ip, username=username,
                      reason=str(error))
             raise AUTH_FAILED from None
@@ -130,7 +132,8 @@ class Gate:
             log.warn("auth unavailable {peer} {username}: {reason}", peer=session.peer_ip, username=username,
                      reason=str(error))
             raise AUTH_UNAVAILABLE.because(str(error)) from None
-        self.throttle.succeeded(session.peer_ip)
+        for key in keys:
+            self.throttle.succeeded(key)
         return account  # type: ignore[no-any-return]
 
     # -- RCPT ----------------------------------------------------------------

@@ -491,3 +491,18 @@ class StoreOutageTests(SessionTestCase):
         self.say("MAIL FROM:<news@shop.test>\r\n")
         self.assertEqual(self.codes("RCPT TO:<you@remote.test>\r\n"), ["451 4.3.0"])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class UsernameThrottleTests(SessionTestCase):
+    def test_failures_for_one_name_from_many_addresses_are_throttled(self) -> None:
+        """Guessing one account's password from changing client addresses is slowed down too."""
+        self.account("alice")
+        for number in range(3):
+            self.peer = f"198.51.100.{number + 1}"
+            self.connect()
+            self.ehlo()
+            self.assertEqual(self.codes(f"AUTH PLAIN {plain('alice', 'guess')}\r\n"), ["535 5.7.8"])
+        self.peer = "198.51.100.9"
+        self.connect()
+        self.ehlo()
+        self.assertEqual(self.codes(f"AUTH PLAIN {plain('alice', PASSWORD)}\r\n"), ["454 4.7.0"])
