@@ -67,6 +67,16 @@ local function account_row(id)
   local fields = redis.call('HMGET', key, 'name', 'disabled', 'created', 'password_hash')
   return {id, fields[1], fields[2], fields[3], fields[4], redis.call('HGETALL', key .. ':settings')}
 end
+local function enabled_rows(order, tags)
+  local found = {}
+  for _, id in ipairs(order) do
+    local row = account_row(id)
+    if row[3] == '0' then
+      table.insert(found, {tags[id], row})
+    end
+  end
+  return found
+end
 """
 
 
@@ -180,14 +190,7 @@ for _, text in ipairs(redis.call('HKEYS', P .. 'net:lengths')) do
     end
   end
 end
-local found = {}
-for _, id in ipairs(order) do
-  local row = account_row(id)
-  if row[3] == '0' then
-    table.insert(found, {longest[id], row})
-  end
-end
-return found
+return enabled_rows(order, longest)
 """)
 
 # ARGV: prefix, lower name, lower-cased address or @domain.
@@ -219,14 +222,7 @@ for _, id in ipairs(redis.call('SMEMBERS', P .. 'from:' .. ARGV[3])) do
     table.insert(order, id)
   end
 end
-local found = {}
-for _, id in ipairs(order) do
-  local row = account_row(id)
-  if row[3] == '0' then
-    table.insert(found, {exact[id], row})
-  end
-end
-return found
+return enabled_rows(order, exact)
 """)
 
 # ARGV: prefix, lower name, list name, lower-cased address, address as given, reason, created.

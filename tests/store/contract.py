@@ -19,7 +19,7 @@ from jangotw.interfaces import (IAccountStore, IAuthorisationStore, IDomainStore
 from jangotw.model import (BOUNCE_LIST, UNSUBSCRIBE_LIST, Account, AccountSettings, DomainKey, Suppression,
                            TrackingEvent, Usage)
 
-__all__ = ["StoreContractMixin"]
+__all__ = ["StoreFixtures", "StoreContractMixin"]
 
 if TYPE_CHECKING:
     from twisted.trial.unittest import TestCase as _Base
@@ -27,8 +27,8 @@ else:
     _Base = object
 
 
-class StoreContractMixin(_Base):
-    """Tests of the L{IStore} contract; the concrete test case supplies C{make_store}."""
+class StoreFixtures(_Base):
+    """What every store contract needs: a clock, fresh stores with accounts, InputError checks."""
 
     clock: Clock
 
@@ -49,6 +49,10 @@ class StoreContractMixin(_Base):
     async def assert_input_error(self, deferred: "Deferred[Any]") -> str:
         error = await self.assertFailure(deferred, InputError)
         return str(error)
+
+
+class StoreContractMixin(StoreFixtures):
+    """Tests of the L{IStore} contract; the concrete test case supplies C{make_store}."""
 
     # -- interface ---------------------------------------------------------------------
 

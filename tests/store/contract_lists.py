@@ -7,23 +7,16 @@ the time by C{self.clock}, and registers a cleanup that closes it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from jangotw.errors import InputError
 from jangotw.interfaces import IListStore, IStore
 from jangotw.model import ContactList, ListMember
 
+from .contract import StoreFixtures
+
 __all__ = ["ListStoreContractMixin"]
-
-if TYPE_CHECKING:
-    from twisted.trial.unittest import TestCase as _Base
-else:
-    _Base = object
-
 
 def _members(count: int, start: int = 0) -> list[ListMember]:
     """C{count} members in mixed case, given in an order unlike the address order."""
@@ -32,29 +25,12 @@ def _members(count: int, start: int = 0) -> list[ListMember]:
             for number in reversed(range(start, start + count))]
 
 
-class ListStoreContractMixin(_Base):
+class ListStoreContractMixin(StoreFixtures):
     """Tests of the L{IListStore} contract; the concrete test case supplies C{make_store}."""
-
-    clock: Clock
 
     def setUp(self) -> None:
         super().setUp()
-        self.clock = Clock()
         self.clock.advance(1000.0)
-
-    def make_store(self) -> "Deferred[Any]":
-        raise NotImplementedError("a list store test case defines make_store()")
-
-    async def store_with(self, *names: str) -> Any:
-        """A fresh store holding accounts called C{names}."""
-        store = await self.make_store()
-        for name in names:
-            await store.add_account(name, None)
-        return store
-
-    async def assert_input_error(self, deferred: "Deferred[Any]") -> str:
-        error = await self.assertFailure(deferred, InputError)
-        return str(error)
 
     async def all_members(self, store: Any, account: str, name: str, limit: int = 1000) -> list[ListMember]:
         """Every member, read page by page as any caller must."""
