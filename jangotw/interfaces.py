@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
     from twisted.internet.defer import Deferred
 
-    from .model import (Account, ContactList, DomainKey, ListMember, OutboundMessage, RecipientResult,
-                        SpoolRecord, Suppression, TrackingEvent, Usage)
+    from .model import (Account, ApiToken, ContactList, DomainKey, IPRule, ListMember, Login, OutboundMessage,
+                        RecipientResult, SpoolRecord, Suppression, TrackingEvent, TwoFactor, Usage)
 
 __all__ = [
     "IAccountStore",
@@ -28,6 +28,7 @@ __all__ = [
     "IDomainStore",
     "IStore",
     "IListStore",
+    "ICredentialStore",
     "ISpool",
     "ISpoolFile",
     "IClientAddress",
@@ -236,6 +237,79 @@ class IListStore(Interface):
 
     def initiation_password_hash(account: str) -> "Deferred[str | None]":  # type: ignore[empty-body]
         """The initiation password hash, or None when none was set."""
+
+
+class ICredentialStore(Interface):
+    """Additional logins, API tokens, login IP rules and two-factor state of accounts.
+
+    Not part of L{IStore}: a store keeps these only if it declares this too.
+    A login is named by (account, login name); login name L{jangotw.model.PRIMARY}
+    (C{""}) is the account's own login wherever a method takes one. Names match
+    case-insensitively. Every method returns a Deferred; naming an account that
+    does not exist, or a login the account does not have, fails with
+    L{jangotw.errors.InputError} whose message names it. Deleting an account is
+    not part of the store; deleting a login deletes its tokens, IP rules and
+    two-factor state with it.
+    """
+
+    def add_login(login: "Login") -> "Deferred[Login]":  # type: ignore[empty-body]
+        """Create an additional login; fails with InputError if the account has one of that name."""
+
+    def get_login(account: str, name: str) -> "Deferred[Login | None]":  # type: ignore[empty-body]
+        """The login, or None (the account must exist)."""
+
+    def list_logins(account: str) -> "Deferred[list[Login]]":  # type: ignore[empty-body]
+        """The account's additional logins, by name ignoring case."""
+
+    def update_login(account: str, name: str, capabilities: "frozenset[str] | None" = None,
+                     password_hash: str | None = None, disabled: bool | None = None) -> "Deferred[Login]":  # type: ignore[empty-body]
+        """Change what is given (None: unchanged); fires with the login as it now is."""
+
+    def delete_login(account: str, name: str) -> "Deferred[Login]":  # type: ignore[empty-body]
+        """Delete the login with its tokens, IP rules and two-factor state; fires with it as it was."""
+
+    def add_token(token: "ApiToken") -> "Deferred[ApiToken]":  # type: ignore[empty-body]
+        """Store a new token (its login must exist unless PRIMARY); ids are unique."""
+
+    def get_token(token_id: str) -> "Deferred[ApiToken | None]":  # type: ignore[empty-body]
+        """The token with this id (exact match), revoked or not, or None."""
+
+    def list_tokens(account: str) -> "Deferred[list[ApiToken]]":  # type: ignore[empty-body]
+        """Every token of the account and its logins, revoked ones too, oldest first."""
+
+    def revoke_token(token_id: str, at: float) -> "Deferred[ApiToken]":  # type: ignore[empty-body]
+        """Mark the token revoked at C{at} (revoking twice keeps the first time); InputError if unknown.
+        Every node sharing the store refuses it from then on."""
+
+    def touch_token(token_id: str, at: float) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Record that the token was used at C{at} (unknown ids are ignored)."""
+
+    def add_ip_rule(rule: "IPRule") -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Add a rule; a rule with the same range for the same login replaces its scopes.
+        Fires with whether the range is new."""
+
+    def remove_ip_rule(account: str, login: str, first: str, last: str) -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Remove a login's rule for that range; fires with whether it was there."""
+
+    def ip_rules(account: str, login: str | None = None) -> "Deferred[list[IPRule]]":  # type: ignore[empty-body]
+        """The rules of one login (PRIMARY: the account's own), or with None every rule of the
+        account and its logins; ordered by login, then by when they were added."""
+
+    def set_two_factor(state: "TwoFactor") -> "Deferred[None]":  # type: ignore[empty-body]
+        """Store (replace) a login's two-factor state."""
+
+    def two_factor(account: str, login: str) -> "Deferred[TwoFactor | None]":  # type: ignore[empty-body]
+        """The login's two-factor state, or None when two-factor was never set up."""
+
+    def clear_two_factor(account: str, login: str) -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Forget the login's two-factor state; fires with whether there was one."""
+
+    def use_totp_step(account: str, login: str, step: int) -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Atomically: if C{step} is newer than the last accepted step, record it and fire True;
+        otherwise (a code already used, or an older one) False. False too without two-factor state."""
+
+    def use_recovery_code(account: str, login: str, code_hash: str) -> "Deferred[bool]":  # type: ignore[empty-body]
+        """Atomically remove one unused recovery code hash; fires with whether it was unused."""
 
 
 class ISpoolFile(Interface):

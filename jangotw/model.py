@@ -35,6 +35,13 @@ __all__ = [
     "ContactList",
     "ListMember",
     "contact_key",
+    "CAPABILITIES",
+    "PRIMARY",
+    "Login",
+    "TOKEN_SCOPES",
+    "ApiToken",
+    "IPRule",
+    "TwoFactor",
     "parse_setting",
     "setting_names",
 ]
@@ -425,3 +432,89 @@ class ListMember:
 
     def field_dict(self) -> dict[str, str]:
         return dict(self.fields)
+
+
+# -- credentials (account security) ----------------------------------------------------------
+
+# What a login may do: SMTP AUTH relaying, mass-mail initiation, the admin API,
+# reading reports, changing settings. An account's primary login may do all of it.
+CAPABILITIES: tuple[str, ...] = ("relay", "initiation", "api", "reports", "settings")
+
+PRIMARY = ""  # the login name that stands for the account's own (primary) login
+
+
+@frozen
+class Login:
+    """An additional login of an account: its own password and a subset of L{CAPABILITIES}.
+
+    C{name} keeps the spelling it was created with; logins match case-insensitively
+    within their account.
+    """
+
+    account: str
+    name: str
+    capabilities: frozenset[str] = frozenset(CAPABILITIES)
+    created: float = 0.0
+    disabled: bool = False
+    password_hash: str | None = attrs.field(default=None, repr=False)
+
+
+TOKEN_SCOPES: tuple[str, ...] = ("smtp", "api")
+
+
+@frozen
+class ApiToken:
+    """A revocable credential for applications: only the hash of its secret is kept.
+
+    C{id} is public (it is part of the token text and names the token in
+    listings and C{token revoke}); C{login} is L{PRIMARY} for a token of the
+    account itself. Times are seconds since the epoch; 0 means never.
+    """
+
+    id: str
+    account: str
+    login: str
+    scopes: frozenset[str]
+    label: str
+    created: float
+    secret_hash: str = attrs.field(repr=False)
+    expires: float = 0.0
+    last_used: float = 0.0
+    revoked: float = 0.0
+
+    def usable(self, now: float) -> bool:
+        return not self.revoked and not (self.expires and now >= self.expires)
+
+
+@frozen
+class IPRule:
+    """Where a login may authenticate from: addresses C{first}..C{last} (inclusive, one
+    family; a single address or a CIDR is a range too), for the given scopes.
+
+    C{login} is L{PRIMARY} for a rule of the account, which applies to every
+    login of the account; a login's own rules apply to it as well.
+    """
+
+    account: str
+    login: str
+    first: str  # the textual IP address that starts the range
+    last: str
+    scopes: frozenset[str]  # a subset of TOKEN_SCOPES: "smtp", "api"
+    created: float = 0.0
+
+
+@frozen
+class TwoFactor:
+    """TOTP (RFC 6238) state of one login: pending until confirmed with a valid code.
+
+    C{last_step} is the newest time step whose code was accepted, so no code is
+    accepted twice; C{recovery_hashes} are the SHA-256 hex digests of the
+    unused one-time recovery codes.
+    """
+
+    account: str
+    login: str
+    secret: str = attrs.field(repr=False)  # base32
+    enabled: bool = False
+    last_step: int = 0
+    recovery_hashes: frozenset[str] = attrs.field(default=frozenset(), repr=False)
