@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARNESS = os.path.join(os.path.dirname(ROOT), "shared", "bench")
@@ -40,9 +40,11 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {seconds:g}s")
 
 
-def jangotw(directory: str, port: int, sink: int, tracking: bool = False) -> subprocess.Popen[bytes]:
+def jangotw(directory: str, port: int, sink: int, tracking: bool = False, extra: str = "",
+            setup: Callable[[list[str]], None] | None = None) -> subprocess.Popen[bytes]:
     """twistd jangomail with an IP-authorised benchmark account relaying to the sink
-    (with open/click tracking and List-Unsubscribe on, when asked)."""
+    (with open/click tracking and List-Unsubscribe on, when asked); C{extra} is appended to
+    the configuration, C{setup} gets the admin command line before the server starts."""
     config = os.path.join(directory, "jangomail.toml")
     with open(config, "w") as handle:
         handle.write(f"""[server]
@@ -55,7 +57,7 @@ max_connections_per_ip = 10000
 max_connections = 20000
 [delivery]
 relay_host = "127.0.0.1:{sink}"
-""")
+{extra}""")
     admin = [os.path.join(VENV, "jangomail-admin"), "--config", config]
     subprocess.run([*admin, "account", "add", "bench", "--no-password"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([*admin, "ip", "add", "bench", "127.0.0.1"], check=True, stdout=subprocess.DEVNULL)
@@ -64,6 +66,8 @@ relay_host = "127.0.0.1:{sink}"
     if tracking:
         subprocess.run([*admin, "account", "set", "bench", "tracking_domain", "https://track.bench.test"],
                        check=True, stdout=subprocess.DEVNULL)
+    if setup is not None:
+        setup(admin)
     return subprocess.Popen([os.path.join(VENV, "twistd"), "--nodaemon", "--pidfile=",
                              f"--logfile={directory}/twistd.log", "jangomail", "--config", config])
 
@@ -155,6 +159,54 @@ def memory(recipients: int, tracking: bool) -> dict[str, object]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+FANOUT_PASSWORD = "bench fanout violet harbour"
+
+
+def fanout(members: int) -> dict[str, object]:
+    """Recipients per second from one initiation mail to the last personalised copy at the sink
+    (open and click tracking and List-Unsubscribe on: one rendered copy per member)."""
+    import smtplib
+
+    directory = tempfile.mkdtemp(prefix="bench-fanout-")
+    port, inbox, sink = free_port(), free_port(), free_port()
+    members_csv = os.path.join(directory, "members.csv")
+    with open(members_csv, "w") as handle:
+        handle.write("email,name\n")
+        handle.writelines(f"member{index}@sink.test,Member {index}\n" for index in range(members))
+
+    def setup(admin: list[str]) -> None:
+        quiet = {"check": True, "stdout": subprocess.DEVNULL}
+        subprocess.run([*admin, "list", "add", "bench", "Bench List", "--from", "News <news@bench.jangotw.test>"],
+                       **quiet)  # type: ignore[arg-type]
+        subprocess.run([*admin, "list", "import", "bench", "Bench List", members_csv], **quiet)  # type: ignore[arg-type]
+        subprocess.run([*admin, "account", "set-initiation-password", "bench", "--password-stdin"],
+                       input=FANOUT_PASSWORD.encode() + b"\n", **quiet)  # type: ignore[arg-type]
+
+    # + 1: the confirmation mail to the sender also reaches the sink.
+    sink_process = subprocess.Popen([sys.executable, os.path.join(HARNESS, "sink.py"), "--port", str(sink),
+                                     "--expect", str(members + 1)], stdout=subprocess.PIPE)
+    server = jangotw(directory, port, sink, tracking=True, setup=setup,
+                     extra=f'[initiation]\nlisten = ["tcp:{inbox}:interface=127.0.0.1"]\ndomain = "in.bench.test"\n')
+    try:
+        wait_for_port(inbox, server)
+        message = (f"From: News <news@bench.jangotw.test>\r\nTo: bench@in.bench.test\r\n"
+                   f"Subject: [{FANOUT_PASSWORD}-send Bench List] Fan-out benchmark\r\n"
+                   "Content-Type: text/html; charset=utf-8\r\n\r\n"
+                   + "<p>Hello, see <a href=\"https://example.test/offer\">the offer</a>.</p>\r\n" * 20
+                   + "<p><a href=\"https://example.test/u.z?***uniqueid***\">unsubscribe</a></p>\r\n")
+        started = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", inbox, timeout=600) as client:
+            client.sendmail("news@bench.jangotw.test", ["bench@in.bench.test"], message)
+        sink_process.wait(timeout=3600)
+        seconds = time.monotonic() - started
+        return {"members": members, "seconds": round(seconds, 1), "recipients_per_s": round(members / seconds),
+                "peak_rss_mb": round(memory_kb(server.pid)["VmHWM"] / 1024, 1)}
+    finally:
+        stop(server)
+        sink_process.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="benchmark jangotw against its peers")
     parser.add_argument("--peers", default="", help="comma-separated: postfix, twisted, aiosmtpd")
@@ -164,7 +216,12 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true",
                         help="instead: peak RSS relaying one 30 MB message (1 recipient plain; "
                              "100 recipients with tracking)")
+    parser.add_argument("--fanout", type=int, metavar="MEMBERS",
+                        help="instead: fan-out rate of an initiation to a list of MEMBERS (e.g. 10000)")
     args = parser.parse_args()
+    if args.fanout:
+        print(json.dumps(fanout(args.fanout)))
+        return
     if args.memory:
         for recipients, tracking in ((1, False), (100, True)):
             print(json.dumps(memory(recipients, tracking)))

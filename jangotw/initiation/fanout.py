@@ -6,9 +6,13 @@ the list's From when it has one. Members are read a page at a time: each page
 is checked against the Bounce and Unsubscribe lists and the monthly quota, and
 what remains is spooled as one batch message (delivered like any other mail,
 one personalised copy per member by the renderer). Progress is saved in
-C{spool/campaigns/<id>.json} after each batch, so a restart resumes the
-campaign; the crash window is one batch (spooled, progress not yet saved),
-whose members could get the message twice. A confirmation goes to the sender.
+C{spool/campaigns/<id>.json} around each batch, so a restart resumes the
+campaign without spooling any member twice: the batch's queue id is saved
+before it is committed, and a restart that finds that batch committed counts
+its page as done (recovery has queued it) instead of spooling it again; a
+batch is handed to the queue only after the progress naming it is on disk. A
+crash between charging the quota and committing a batch charges that page
+again. A confirmation goes to the sender.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from ..interfaces import IListStore, IStore
 from ..model import (BOUNCE_LIST, UNSUBSCRIBE_LIST, AuthMethod, Envelope, Notice, RecipientResult,
                      RecipientStatus, SpoolRecord)
 from ..pipeline.quota import month_of
+from ..spool.layout import INCOMING
 from ..spool.writer import Spool
 
 __all__ = ["Campaigns", "CampaignProgress", "PAGE"]
@@ -56,6 +61,8 @@ class CampaignProgress:
     cursor: str | None = None  # the last member address handled
     done: bool = False
     quota_reached: bool = False  # once a page did not fit, the rest of the list is over quota too
+    pending: str | None = None  # queue id of the batch being committed: this progress counts it
+    previous: dict[str, Any] | None = None  # the progress before that batch, if it never committed
 
 
 def _header_block(path: str) -> tuple[list[bytes], int]:
@@ -140,18 +147,22 @@ class Campaigns:
             progress = CampaignProgress(record.message_id, record.account, contact_list.name, subject,
                                         record.envelope.sender)
         else:
-            progress = CampaignProgress(**saved)
+            progress = await self._resumed(saved)
         from_header = (formataddr((contact_list.from_name, contact_list.from_address))
                        if contact_list.from_address else formataddr(parseaddr(progress.sender)))
         size = await self._blocking(_write_body, self.spool.body_path(record.message_id), body_path, from_header)
         while not progress.done:
             page = await self.lists.members(record.account, contact_list.name, after=progress.cursor, limit=PAGE)
+            batch = None
             if not page:
                 progress.done = True
             else:
-                await self._batch(record, progress, [m.address for m in page], body_path, size, contact_list.from_address)
+                batch = await self._batch(record, progress, [m.address for m in page], body_path, size,
+                                          contact_list.from_address, state_path)
                 progress.cursor = page[-1].address
             await self._blocking(_save, state_path, progress)
+            if batch is not None:
+                self.enqueue(batch)  # only now: the saved progress counts it
         with suppress(FileNotFoundError):
             os.unlink(body_path)
         await self._confirm(record, progress)
@@ -162,9 +173,23 @@ class Campaigns:
                                 f"mailing queued for {progress.queued} of {progress.members} members")
                 for r in recipients]
 
+    async def _resumed(self, saved: dict[str, Any]) -> CampaignProgress:
+        """The progress to go on from: a batch interrupted in its commit counts if it was
+        committed (recovery has queued it), else its page is done again."""
+        progress = CampaignProgress(**saved)
+        if progress.pending is not None:
+            committed = await self._blocking(os.path.exists, self.spool.layout.envelope(INCOMING, progress.pending))
+            if not committed and progress.previous is not None:
+                return CampaignProgress(**progress.previous)
+            progress.pending = progress.previous = None
+        return progress
+
     async def _batch(self, record: SpoolRecord, progress: CampaignProgress, addresses: list[str],
-                     body_path: str, size: int, list_from: str) -> None:
+                     body_path: str, size: int, list_from: str, state_path: str) -> SpoolRecord | None:
+        """Check one page and spool what remains as one batch; the caller queues it once the
+        progress that counts it is saved."""
         account = progress.account
+        previous = asdict(progress)
         progress.members += len(addresses)
         valid = [a for a in addresses if "@" in a and " " not in a and len(a) <= 254]
         progress.invalid += len(addresses) - len(valid)
@@ -175,10 +200,10 @@ class Campaigns:
         progress.suppressed += len(blocked)
         rest = [a for a in valid if a not in blocked]
         if not rest:
-            return
+            return None
         if progress.quota_reached:
             progress.over_quota += len(rest)
-            return
+            return None
         if settings.monthly_messages or settings.monthly_bytes:
             charged = await self.store.charge(account, month_of(self.clock.seconds()), len(rest), size * len(rest),
                                               settings.monthly_messages, settings.monthly_bytes,
@@ -186,8 +211,11 @@ class Campaigns:
             if not charged.charged:
                 progress.over_quota += len(rest)
                 progress.quota_reached = True
-                return
+                return None
         spool_file = self.spool.open()
+        progress.queued += len(rest)
+        progress.cursor, progress.pending, progress.previous = addresses[-1], spool_file.message_id, previous
+        await self._blocking(_save, state_path, progress)
         try:
             await self._blocking(_copy_into, body_path, spool_file)
         except OSError:
@@ -198,8 +226,8 @@ class Campaigns:
             envelope=Envelope(list_from or record.envelope.sender, tuple(rest)),
             account=account, auth_method=AuthMethod.CAMPAIGN, client_ip=record.client_ip, helo=record.helo,
             tls=record.tls, received_at=self.clock.seconds(), size=size, longest_line=record.longest_line))
-        progress.queued += len(rest)
-        self.enqueue(batch)
+        progress.pending = progress.previous = None
+        return batch
 
     async def _confirm(self, record: SpoolRecord, progress: CampaignProgress) -> None:
         to = parseaddr(progress.sender)[1] or record.envelope.sender

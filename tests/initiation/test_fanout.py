@@ -66,6 +66,41 @@ class FanOutTests(QueueTestCase):
         self.assertEqual((len(sent), sent[0]), (PAGE + 500, f"m{PAGE:05d}@remote.test"))
         self.assertIn("Members: 2500\nQueued: 2500", self.notices[0].text)
 
+    def crash_during_second_batch(self) -> dict:
+        """Run the campaign, then rewind its saved progress to the moment the second batch was
+        being committed (as a crash would leave it); return that progress."""
+        self.successResultOf(self.campaigns.start(self.record, ["shop@in.test"]))
+        state = os.path.join(self.directory, f"{self.record.message_id}.json")
+        first, second = self.batches[0], self.batches[1]
+        previous = {"id": self.record.message_id, "account": "shop", "list_name": "News", "subject": "Offers",
+                    "sender": "me@shop.test", "members": PAGE, "queued": PAGE, "suppressed": 0, "over_quota": 0,
+                    "invalid": 0, "cursor": first.envelope.recipients[-1], "done": False, "quota_reached": False,
+                    "pending": None, "previous": None}
+        crashed = {**previous, "members": 2 * PAGE, "queued": 2 * PAGE, "cursor": second.envelope.recipients[-1],
+                   "pending": second.message_id, "previous": previous}
+        with open(state, "w") as handle:
+            json.dump(crashed, handle)
+        self.batches.clear()
+        self.notices.clear()
+        return crashed
+
+    def test_batch_committed_before_the_crash_is_not_spooled_again(self) -> None:
+        """Its envelope is in the spool (recovery queues it): the campaign goes on after its page."""
+        self.crash_during_second_batch()
+        self.successResultOf(self.campaigns.start(self.record, ["shop@in.test"]))
+        sent = self.recipients()
+        self.assertEqual((len(sent), sent[0]), (500, f"m{2 * PAGE:05d}@remote.test"))
+        self.assertIn("Members: 2500\nQueued: 2500", self.notices[0].text)
+
+    def test_batch_not_committed_before_the_crash_is_spooled_again(self) -> None:
+        """No envelope: the crash came before the commit, so that page is done again, counted once."""
+        crashed = self.crash_during_second_batch()
+        self.successResultOf(self.spool.remove(crashed["pending"]))
+        self.successResultOf(self.campaigns.start(self.record, ["shop@in.test"]))
+        sent = self.recipients()
+        self.assertEqual((len(sent), sent[0]), (PAGE + 500, f"m{PAGE:05d}@remote.test"))
+        self.assertIn("Members: 2500\nQueued: 2500", self.notices[0].text)
+
     def test_quota_stops_at_the_limit(self) -> None:
         self.successResultOf(self.store.set_setting("shop", "monthly_messages", 1500))
         self.successResultOf(self.campaigns.start(self.record, ["shop@in.test"]))
