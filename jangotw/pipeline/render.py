@@ -17,7 +17,7 @@ import os
 from contextlib import suppress
 from typing import Callable
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
@@ -52,6 +52,9 @@ class Renderer:
     reactor: IReactorFromThreads
     clock: IReactorTime
     cpu_pool: ThreadPool
+    # Messages whose link destinations are stored: every copy of a message has the same
+    # links (personalisation changes tokens, not destinations), so one write serves them all.
+    _links_recorded: set[str] = field(factory=set, init=False)
 
     def prepare_directory(self) -> None:
         """Start empty: copies left by a crash are made again when needed (blocking, start-up)."""
@@ -65,6 +68,7 @@ class Renderer:
 
     def discard(self, message_id: str) -> None:
         """Delete a finished message's copies."""
+        self._links_recorded.discard(message_id)
         for path in glob.glob(os.path.join(self.directory, f"{message_id}.*")):
             with suppress(FileNotFoundError):
                 os.unlink(path)
@@ -97,8 +101,9 @@ class Renderer:
         plan = self._plan(record, account, index)
         report: RewriteReport = await deferToThreadPool(
             self.reactor, self.cpu_pool, _rewrite_file, self.spool_body(record.message_id), path + ".tmp", plan)
-        if report.destinations:
+        if report.destinations and record.message_id not in self._links_recorded:
             await self.store.record_links(record.message_id, report.destinations)
+            self._links_recorded.add(record.message_id)
         if key is not None:
             signed = await deferToThreadPool(self.reactor, self.cpu_pool, sign_message, path + ".tmp", path, key,
                                              self.clock.seconds())

@@ -221,12 +221,12 @@ class _Rewriter:
         plan = self.plan
         markup = header.content_type == "text/html"
         edited = text
-        if plan.unique_id is not None:
-            edited = replace_unique_id(edited, plan.unique_id)
         if plan.click_url is not None and markup:
             edited = track_html_links(edited, self._track)
         elif plan.click_url is not None and plan.click_text:
             edited = track_text_links(edited, self._track)
+        if plan.unique_id is not None:
+            edited = replace_unique_id(edited, plan.unique_id)
         if plan.open_pixel is not None and markup:
             edited = insert_pixel(edited, plan.open_pixel)
             self.pixels += 1

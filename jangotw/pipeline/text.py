@@ -13,10 +13,10 @@ import re
 from bisect import bisect_right
 from typing import Callable
 
+from ..tracking.links import UNIQUE_ID_TOKEN
+
 __all__ = ["UNIQUE_ID_TOKEN", "Track", "replace_unique_id", "track_html_links", "track_text_links",
            "pixel_tag", "insert_pixel", "wrap_lines"]
-
-UNIQUE_ID_TOKEN = "***uniqueid***"
 
 Track = Callable[[str], str | None]
 """Given a link destination, the URL to put in its place, or None to leave the link alone."""
@@ -43,7 +43,8 @@ _LINE_END = re.compile(r"\r?\n")
 
 
 def replace_unique_id(text: str, unique_id: str) -> str:
-    """Personalise a copy: done before link tracking so that tracked destinations carry the id."""
+    """Personalise a copy: done after link tracking, so every copy of a message records the same
+    destinations (the click redirect fills the token in, see L{jangotw.tracking.links.personalise})."""
     return text.replace(UNIQUE_ID_TOKEN, unique_id)
 
 

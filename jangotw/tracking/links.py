@@ -35,6 +35,8 @@ from attrs import field, frozen
 from attrs.validators import instance_of
 
 __all__ = [
+    "UNIQUE_ID_TOKEN",
+    "personalise",
     "TokenSigner",
     "TrackingUrls",
     "account_base_url",
@@ -43,6 +45,8 @@ __all__ = [
     "MAX_LINK_INDEX",
     "MAX_TOKEN_LENGTH",
 ]
+
+UNIQUE_ID_TOKEN = "***uniqueid***"  # replaced by each recipient's unsubscribe id
 
 MAX_MESSAGE_ID = 20
 MAX_RECIPIENT_INDEX = 2 ** 24 - 1
@@ -190,6 +194,12 @@ class TrackingUrls:
     def unsubscribe(self, message_id: str, recipient_index: int) -> str:
         """The recipient's unsubscribe page (also the RFC 8058 one-click POST target)."""
         return f"{self.base_url}/u.z?{self.signer.unsubscribe_id(message_id, recipient_index)}"
+
+
+def personalise(destination: str, unique_id: str) -> str:
+    """A tracked destination for the recipient who clicked: links are stored once per message
+    with the C{***uniqueid***} token still in them, and filled in at the redirect."""
+    return destination.replace(UNIQUE_ID_TOKEN, unique_id)
 
 
 def account_base_url(tracking_domain: str, default_base_url: str) -> str:

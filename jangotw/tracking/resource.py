@@ -38,7 +38,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ..interfaces import IStore
 from ..model import UNSUBSCRIBE_LIST, TrackingEvent
-from .links import MAX_TOKEN_LENGTH, TokenSigner
+from .links import MAX_TOKEN_LENGTH, TokenSigner, personalise
 
 __all__ = [
     "tracking_root",
@@ -289,6 +289,7 @@ class _Click(_Endpoint):
             destination = await self.tracker.destination(message_id, link_index)
             if destination is None:
                 return reply.not_found()
+            destination = personalise(destination, self.signer.unsubscribe_id(message_id, recipient_index))
             if record:
                 await self.tracker.click(message_id, recipient_index, destination)
             reply.send(302, _TEXT, b"Redirecting.\n", {**_NO_CACHE, b"Location": _location(destination)})

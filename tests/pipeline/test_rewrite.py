@@ -397,11 +397,15 @@ class LinkTests(SynchronousTestCase):
         out, report = run(source, RewritePlan(click_url=click))
         self.assertEqual((out, report.links_tracked), (source, 0))
 
-    def test_unique_id_replaced_before_tracking(self) -> None:
-        """A personalised link is tracked with its personal destination."""
-        source = message(page(b'<a href="https://s.test/?u=' + UNIQUE_ID_TOKEN.encode() + b'">x</a>'))
-        _, report = run(source, RewritePlan(click_url=click, unique_id="42"))
-        self.assertEqual(report.destinations, ("https://s.test/?u=42",))
+    def test_unique_id_stays_in_tracked_destinations(self) -> None:
+        """A personalised link is recorded with the token in it (the same for every copy; the redirect
+        fills it in), while untracked text gets the recipient's id."""
+        source = message(page(b'<a href="https://s.test/?u=' + UNIQUE_ID_TOKEN.encode() + b'">x</a> '
+                              + UNIQUE_ID_TOKEN.encode()))
+        out, report = run(source, RewritePlan(click_url=click, unique_id="42"))
+        self.assertEqual(report.destinations, ("https://s.test/?u=" + UNIQUE_ID_TOKEN,))
+        self.assertNotIn(UNIQUE_ID_TOKEN.encode(), out)
+        self.assertIn(b"</a> 42", out)
 
 
 class PixelTests(SynchronousTestCase):

@@ -215,6 +215,15 @@ class TrackingServerTests(TestCase):
         self.assertEqual((account, event.kind, event.message_id, event.recipient, event.detail),
                          ("alice", "click", MESSAGE_ID, BOB, DESTINATIONS[0]))
 
+    async def test_click_fills_in_the_recipients_unique_id(self) -> None:
+        """A destination stored with ***uniqueid*** (once for every copy) sends each recipient to their own id."""
+        store = self.serve()
+        await store.record_links(MESSAGE_ID, [*DESTINATIONS, "https://shop.test/prefs?u=***uniqueid***"])
+        for index in (0, 1):
+            answer = await self.get(f"/c.z?{signer.link_token(MESSAGE_ID, index, 4)}")
+            self.assertEqual((answer.status, answer.headers["location"]),
+                             (302, "https://shop.test/prefs?u=" + signer.unsubscribe_id(MESSAGE_ID, index)))
+
     async def test_non_ascii_destination_is_percent_encoded(self) -> None:
         """A stored URL with spaces or non-ASCII characters leaves as its percent-encoded UTF-8 form."""
         self.serve()
