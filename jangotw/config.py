@@ -7,6 +7,7 @@ back to a default. Relative paths are resolved against the file's directory.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import tomllib
@@ -27,11 +28,13 @@ __all__ = [
     "DeliveryConfig",
     "TrackingConfig",
     "InitiationConfig",
+    "AdminConfig",
     "LDAPConfig",
     "GroupMapping",
     "CAPABILITIES",
     "parse_group_mapping",
     "SECTIONS",
+    "RELOADABLE",
     "load_config",
     "parse_config",
 ]
@@ -81,6 +84,15 @@ def _host_ports(values: tuple[str, ...]) -> str | None:
         problem = _host_port(value)
         if problem:
             return f"{value!r} {problem}"
+    return None
+
+
+def _addresses(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            return f"{value!r} is not an IPv4 or IPv6 address"
     return None
 
 
@@ -167,6 +179,8 @@ class ServerConfig:
                                              "and secrets.", path=True)
     store: str = _key("sqlite", 'State store: "sqlite" (embedded, under data_dir) or '
                                 '"redis://host:port/db".', _store_url)
+    shutdown_grace: int = _key(30, "Seconds open SMTP sessions get, after SIGTERM, to finish the transaction "
+                                   "in progress; then 421 4.3.2 closes the rest.", _at_least(0))
 
 
 @frozen
@@ -198,6 +212,12 @@ class SMTPConfig:
     local_domains: tuple[str, ...] = _key([], "Extra domains this server receives mail for "
                                               "without relay authorisation (besides the initiation "
                                               "and bounce domains).")
+    from_auth_verification: str = _key("dmarc", 'Mail authorised only by its From address (no AUTH, no '
+                                                'authorised client address) must also be authenticated for '
+                                                'the From domain: "dmarc" (SPF for the client address and '
+                                                'MAIL FROM, or a valid DKIM signature, aligned with the From '
+                                                'domain; else 550 5.7.1) or "none" (the From address alone '
+                                                'authorises).', _one_of("dmarc", "none"))
 
 
 @frozen
@@ -233,6 +253,13 @@ class DeliveryConfig:
     retry_max: int = _key(3600, "Longest wait between retries, in seconds.", _at_least(1))
     max_queue_lifetime: int = _key(432000, "Seconds a message may stay queued (default 5 days) "
                                            "before its undelivered recipients fail.", _at_least(60))
+    spf_include: str = _key("", "DNS name of this server's own SPF record (e.g. _spf.relay.example.com) that "
+                                "sender domains include (v=spf1 include:<name> ~all); empty: they list "
+                                "sending_addresses themselves.")
+    sending_addresses: tuple[str, ...] = _key([], "Addresses this server's mail reaches the internet from "
+                                                  "(as receivers see them): the SPF records sender domains "
+                                                  "publish must allow them; domain check evaluates SPF for "
+                                                  "each.", _addresses)
 
 
 @frozen
@@ -246,6 +273,14 @@ class TrackingConfig:
 class InitiationConfig:
     listen: tuple[str, ...] = _key([], "Initiation mailbox listeners (endpoint strings).")
     domain: str = _key("", "Domain of the initiation mailbox: <account>@<domain>.")
+
+
+@frozen
+class AdminConfig:
+    listen: tuple[str, ...] = _key(["tcp:8025:interface=127.0.0.1"],
+                                   "Admin web server listeners (endpoint strings): /metrics (Prometheus), "
+                                   "/healthz, /readyz. No authentication: keep them on loopback or a "
+                                   "firewalled network.")
 
 
 @frozen
@@ -295,6 +330,7 @@ class Config:
     delivery: DeliveryConfig = DeliveryConfig()
     tracking: TrackingConfig = TrackingConfig()
     initiation: InitiationConfig = InitiationConfig()
+    admin: AdminConfig = AdminConfig()
     ldap: LDAPConfig = LDAPConfig()
 
     @property
@@ -311,8 +347,19 @@ SECTIONS: dict[str, type] = {
     "delivery": DeliveryConfig,
     "tracking": TrackingConfig,
     "initiation": InitiationConfig,
+    "admin": AdminConfig,
     "ldap": LDAPConfig,
 }
+
+#: Keys SIGHUP applies without a restart (L{jangotw.reload}); the TLS files are re-read even when
+#: their paths are unchanged, so a renewed certificate is picked up.
+RELOADABLE = frozenset({
+    "server.shutdown_grace",
+    "smtp.max_message_size", "smtp.max_recipients", "smtp.auth_requires_tls", "smtp.max_errors",
+    "smtp.idle_timeout", "smtp.max_connections", "smtp.max_connections_per_ip", "smtp.max_header_size",
+    "smtp.bare_newline",
+    "tls.certificate", "tls.key",
+})
 
 _TYPES: dict[Any, tuple[type, ...]] = {
     "str": (str,),

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 
     from twisted.internet.defer import Deferred
 
-    from .model import (Account, ApiToken, ContactList, DomainKey, IPRule, ListMember, Login, OutboundMessage,
-                        RecipientResult, SpoolRecord, Suppression, TrackingEvent, TwoFactor, Usage)
+    from .model import (Account, ApiToken, ContactList, DomainKey, DomainStatus, IPRule, ListMember, Login,
+                        OutboundMessage, RecipientResult, SpoolRecord, Suppression, TrackingEvent, TwoFactor, Usage)
+    from .records import CopiedRecord, Record
 
 __all__ = [
     "IAccountStore",
@@ -29,10 +30,13 @@ __all__ = [
     "IStore",
     "IListStore",
     "ICredentialStore",
+    "IStoreExport",
+    "IStoreImport",
     "ISpool",
     "ISpoolFile",
     "IClientAddress",
     "IFromAddress",
+    "ISecretLogin",
     "IDeliverer",
 ]
 
@@ -163,16 +167,38 @@ class ITrackingStore(Interface):
 
 
 class IDomainStore(Interface):
-    """Sender domains and their DKIM keys."""
+    """Sender domains, their DKIM keys (one per selector) and the status of their DNS records.
+
+    Domains are stored lower-cased and matched in any case; a domain belongs to
+    one account. Methods naming a domain, or a selector of it, that is not
+    stored fail with InputError.
+    """
 
     def add_domain(key: "DomainKey") -> "Deferred[DomainKey]":  # type: ignore[empty-body]
-        """Store a domain's key; fails with InputError if another account has the domain."""
+        """Store a new key beside the domain's others; fails with InputError if another account has
+        the domain or the domain already has (or had) the selector."""
 
     def domain_key(domain: str) -> "Deferred[DomainKey | None]":  # type: ignore[empty-body]
-        """The newest key of a domain (case-insensitive), or None."""
+        """The newest key of a domain that is not retired, or None."""
+
+    def domain_keys(domain: str) -> "Deferred[list[DomainKey]]":  # type: ignore[empty-body]
+        """Every key of a domain, retired ones too, oldest first (empty: no such domain)."""
 
     def list_domains(account: str) -> "Deferred[list[DomainKey]]":  # type: ignore[empty-body]
-        """An account's domains and keys, by domain."""
+        """The keys of an account's domains that are not retired, by domain, then oldest first."""
+
+    def domain_status(domain: str) -> "Deferred[DomainStatus | None]":  # type: ignore[empty-body]
+        """The domain's last check result, or None for a domain not stored."""
+
+    def record_check(domain: str, at: float, verified: bool, selectors: "Sequence[str]") -> "Deferred[DomainStatus]":  # type: ignore[empty-body]
+        """Store a check made at C{at}: the domain's verdict, and which keys' records matched
+        (their C{verified_at} becomes C{at}; every other key's becomes None)."""
+
+    def set_forced(domain: str, selector: str, forced: bool) -> "Deferred[DomainKey]":  # type: ignore[empty-body]
+        """Let a key sign before its record verified (or stop that); fires with the key."""
+
+    def retire_key(domain: str, selector: str, at: float) -> "Deferred[DomainKey]":  # type: ignore[empty-body]
+        """Stop signing with a key and stop listing it (retiring twice keeps the first time)."""
 
 
 class IStore(IAccountStore, IAuthorisationStore, ISuppressionStore, ISendLog, IQuotaStore, ITrackingStore,
@@ -312,6 +338,32 @@ class ICredentialStore(Interface):
         """Atomically remove one unused recovery code hash; fires with whether it was unused."""
 
 
+class IStoreExport(Interface):
+    """Reads, for a whole-store copy, the records no other method lists (L{jangotw.records}).
+
+    Not part of L{IStore}: only a store that can be the source of
+    C{jangomail-admin store migrate} declares it.
+    """
+
+    def export_records(kind: "type[Record]", after: str | None, limit: int) -> "Deferred[tuple[list[Record], str | None]]":  # type: ignore[empty-body]
+        """One page: at most C{limit} records of C{kind} (one of L{jangotw.records.RECORD_KINDS}) in a
+        stable order, after position C{after} (None: from the start). Fires with them and the position
+        to pass for the next page, None once this page was the last."""
+
+
+class IStoreImport(Interface):
+    """Writes records exactly as exported (times, counts, spellings), for a whole-store copy.
+
+    Not part of L{IStore}: only a store that can be the destination of
+    C{jangomail-admin store migrate} declares it.
+    """
+
+    def import_records(records: "Sequence[CopiedRecord]") -> "Deferred[None]":  # type: ignore[empty-body]
+        """Store every record with its own times, replacing what is stored under the same account and
+        name (event records add to the counts). The accounts (and logins) a record names must exist:
+        import accounts first."""
+
+
 class ISpoolFile(Interface):
     """One message being received into the spool."""
 
@@ -354,6 +406,14 @@ class IFromAddress(Interface):
 
     address = Attribute("The address, lower-cased domain.")
     username = Attribute("Account named by an X-SMTPUsername header, or None.")
+
+
+class ISecretLogin(Interface):
+    """Credentials: a user name with a password or API token, from a client address (SMTP AUTH)."""
+
+    username = Attribute("As given: an account, login@account, or a directory user name.")
+    secret = Attribute("The password or API token (jangotw.auth.credentials.Secret).")
+    address = Attribute("The client's IP address (ipaddress object); login IP rules apply to it.")
 
 
 class IDeliverer(Interface):

@@ -26,6 +26,9 @@ __all__ = [
     "UNSUBSCRIBE_LIST",
     "Usage",
     "DomainKey",
+    "DomainStatus",
+    "RSA",
+    "ED25519",
     "TrackingEvent",
     "SEND_EVENT",
     "BOUNCE_EVENT",
@@ -222,6 +225,8 @@ class SpoolRecord:
     size: int
     longest_line: int = 0  # longest body line in bytes, measured while receiving
     initiation_list: str = ""  # for AuthMethod.INITIATION: the contact list the mailing goes to
+    # Authentication-Results value (RFC 8601) of a From-verified message, added when it is rendered
+    authentication_results: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self, value_serializer=_serialise)
@@ -247,6 +252,7 @@ class SpoolRecord:
             size=int(data["size"]),
             longest_line=int(data.get("longest_line", 0)),
             initiation_list=str(data.get("initiation_list", "")),
+            authentication_results=str(data.get("authentication_results", "")),
         )
 
 
@@ -319,15 +325,42 @@ class Usage:
     charged: bool = True  # False: the charge would pass a limit and was refused
 
 
+RSA = "rsa"  # DomainKey.algorithm: rsa-sha256 (RFC 6376)
+ED25519 = "ed25519"  # ed25519-sha256 (RFC 8463), a second signature beside RSA
+
+
 @frozen
 class DomainKey:
-    """A sender domain's DKIM signing key."""
+    """A sender domain's DKIM signing key, under its own selector.
+
+    A key signs only once a check found its record published (C{verified_at})
+    or the operator forced it, and until it is retired; a retired key stays
+    stored so its selector is never reused.
+    """
 
     account: str
     domain: str
     selector: str
-    private_key: str = attrs.field(repr=False)  # PEM
+    private_key: str = attrs.field(repr=False)  # PEM (RSA) or the base64 32-byte seed (Ed25519)
     created: float = 0.0
+    algorithm: str = RSA
+    verified_at: float | None = None  # when the last check found the published record matching; None: it did not
+    forced: bool = False  # the operator chose to sign before the record verified
+    retired_at: float | None = None
+
+    @property
+    def may_sign(self) -> bool:
+        return self.retired_at is None and (self.forced or self.verified_at is not None)
+
+
+@frozen
+class DomainStatus:
+    """What the last C{domain check} concluded about a sender domain."""
+
+    account: str
+    domain: str
+    verified: bool = False  # every required record (SPF, each DKIM key, DMARC) was right
+    checked_at: float | None = None  # None: never checked
 
 
 SEND_EVENT = "send"  # TrackingEvent kinds recorded by delivery; the tracking server adds open/click/unsubscribe

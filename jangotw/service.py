@@ -3,39 +3,48 @@
 
 Listeners start only once the store is open and the spool recovered, so no
 client is ever answered by a half-started server. Each listener is a named
-child service (C{smtp:tcp:2525}, C{smtps:tcp:465}).
+child service (C{smtp:tcp:2525}, C{smtps:tcp:465}, C{admin:tcp:8025:...}).
+Stopping is graceful (listeners, then open sessions, then the queue); SIGHUP
+(L{RelayService.reload}) applies what can change without a restart.
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from publicsuffixlist import PublicSuffixList
 from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.ssl import CertificateOptions
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from .auth.checkers import ClientAddressChecker, FromAddressChecker, LocalThenDirectoryChecker, PasswordChecker
+from .auth.checkers import ClientAddressChecker, FromAddressChecker, SecretLoginChecker
 from .auth.credentials import Secret
 from .auth.ldap import LDAPDirectory
 from .auth.passwords import PasswordHasher
+from .auth.principals import Authenticator
 from .auth.realm import AccountRealm
 from .auth.throttle import FailureThrottle
-from .config import Config
+from .admin.health import Readiness
+from .admin.web import admin_root, admin_site
+from .config import Config, load_config
 from .errors import ConfigError
+from .ingress.drain import OpenSessions
 from .ingress.factory import ConnectionLimiter, SMTPFactory
 from .ingress.gate import Gate
 from .ingress.session import SessionSettings, SMTPSession
 from .ingress.tls import server_tls_options
 from .initiation.desk import InitiationDesk
 from .initiation.fanout import Campaigns
-from .interfaces import IListStore, IStore
+from .interfaces import ICredentialStore, IListStore, IStore
+from .metrics import Metrics
 from .model import SpoolRecord
 from .outbound.client import SMTPDeliverer
 from .outbound.mx import MailExchangers, make_resolver
@@ -55,7 +64,14 @@ from .queue.verp import VerpSigner, load_or_create_secret
 from .spool.journal import DeliveryJournal
 from .tracking.links import TokenSigner
 from .tracking.resource import tracking_site
+from .spool.layout import TMP
+from .senders.dkimverify import DKIMVerifier
+from .senders.dmarc import DMARCPolicies, Organisations
+from .senders.dns import Lookups
+from .senders.spf import SPFChecker
+from .senders.verification import FromVerification
 from .spool.writer import Spool
+from .reload import CurrentCertificate, merge
 from .store.opening import open_store
 
 __all__ = ["RelayService", "ListeningPort"]
@@ -71,6 +87,8 @@ class ListeningPort(Service):
         self.port = port
 
     def stopService(self) -> "Deferred[None] | None":
+        if not self.running:  # closed first at shutdown; the parent's stopService comes again
+            return None
         super().stopService()
         return self.port.stopListening()
 
@@ -78,20 +96,27 @@ class ListeningPort(Service):
 class RelayService(MultiService):
     """Everything C{twistd jangomail} runs, built from one L{Config}."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, config_path: str = "") -> None:
         super().__init__()
         self.config = config
+        self.config_path = config_path  # read again on SIGHUP (reload)
         self.reactor = reactor
+        self.metrics = Metrics()
+        self.sessions = OpenSessions(reactor)
+        self.session_settings = _session_settings(config)  # replaced on reload; new sessions read it
+        self.limiter = ConnectionLimiter(config.smtp.max_connections, config.smtp.max_connections_per_ip)
         self.cpu_pool = ThreadPool(minthreads=0, maxthreads=max(2, os.cpu_count() or 2), name="cpu")
         self.spool_pool = ThreadPool(minthreads=1, maxthreads=16, name="spool")  # fsync waits on the disk, not the CPU
         self.ldap_pool = (ThreadPool(minthreads=0, maxthreads=config.ldap.pool_size, name="ldap")
                           if config.ldap.url else None)
         self.tls_options = (
-            server_tls_options(config.tls.certificate, config.tls.key) if config.tls.certificate else None
+            CurrentCertificate(server_tls_options(config.tls.certificate, config.tls.key))
+            if config.tls.certificate else None
         )
         self.spool = Spool(os.path.join(config.server.data_dir, "spool"), reactor, reactor, self.spool_pool)
         self.store: IStore | None = None
         self.deliverer: SMTPDeliverer | None = None
+        self.authenticator: Authenticator | None = None  # one for SMTP AUTH and the admin API: one throttle
         self.ready: Deferred[None] = Deferred()  # fires once every listener listens
 
     def _pools(self) -> list[ThreadPool]:
@@ -114,11 +139,13 @@ class RelayService(MultiService):
         log.info("spool holds {count} message(s) awaiting delivery", count=len(queued))
         self.tracking_signer = TokenSigner(await self._secret("tracking.key"))
         self.queue = await self._start_queue(self.store, queued)
-        site = tracking_site(self.store, self.tracking_signer, self.reactor)
+        queue = self.queue
+        self.metrics.watch_queue(lambda: (state.record.received_at for state in queue.messages()), self.reactor)
+        site = tracking_site(self.store, self.tracking_signer, self.reactor, metrics=self.metrics)
         for description in self.config.tracking.listen:
             await self._listen(f"tracking:{description}", description, site)
-        gate = self._build_gate(self.store, await self._ldap_directory())
-        limiter = ConnectionLimiter(self.config.smtp.max_connections, self.config.smtp.max_connections_per_ip)
+        gate = self._build_gate(self.store, await self._ldap_directory(), await self._sender_verification())
+        limiter = self.limiter
         for description in self.config.smtp.listen:
             factory = self._smtp_factory(gate, limiter, implicit_tls=False)
             await self._listen(f"smtp:{description}", description, factory)
@@ -129,6 +156,11 @@ class RelayService(MultiService):
             factory = self._smtp_factory(gate, limiter, implicit_tls=True)
             await self._listen(f"smtps:{description}", description,
                                TLSMemoryBIOFactory(self.tls_options, False, factory))
+        readiness = Readiness(self.store, self.spool.layout.directory(TMP), self.reactor, self.reactor,
+                              self.spool_pool)
+        admin = admin_site(admin_root(self.metrics, readiness), self.reactor)  # the JSON API attaches: api_v1=
+        for description in self.config.admin.listen:
+            await self._listen(f"admin:{description}", description, admin)
 
     def _failed(self, failure: Failure) -> None:
         log.failure("jangotw could not start", failure)
@@ -142,24 +174,14 @@ class RelayService(MultiService):
         listener.setServiceParent(self)
 
     def _smtp_factory(self, gate: Gate, limiter: ConnectionLimiter, implicit_tls: bool) -> SMTPFactory:
-        smtp = self.config.smtp
-        settings = SessionSettings(
-            hostname=self.config.server.hostname,
-            max_message_size=smtp.max_message_size,
-            max_recipients=smtp.max_recipients,
-            max_errors=smtp.max_errors,
-            idle_timeout=smtp.idle_timeout,
-            max_header_size=smtp.max_header_size,
-            normalise_bare_newlines=smtp.bare_newline == "normalise",
-            auth_requires_tls=smtp.auth_requires_tls,
-        )
-        spool, reactor, queue = self.spool, self.reactor, self.queue
+        spool, reactor, queue, metrics = self.spool, self.reactor, self.queue, self.metrics
         tls = None if implicit_tls else self.tls_options
 
         def build() -> SMTPSession:
-            return SMTPSession(gate, spool, settings, reactor, tls, implicit_tls, on_queued=queue.enqueue)
+            return SMTPSession(gate, spool, self.session_settings, reactor, tls, implicit_tls,
+                               on_queued=queue.enqueue, metrics=metrics)
 
-        return SMTPFactory(build, limiter, self.config.server.hostname)
+        return SMTPFactory(build, limiter, self.config.server.hostname, self.sessions, metrics)
 
     async def _start_queue(self, store: IStore, queued: list[SpoolRecord]) -> QueueManager:
         """The delivery side: outbound client, bounce mailbox, queue manager, admin requests."""
@@ -201,6 +223,7 @@ class RelayService(MultiService):
             hold=delivery.hold,
             prepare=pipeline.prepare,
             renderer=self._renderer(store, notices),
+            metrics=self.metrics,
         )
         if IListStore.providedBy(store):
             queue.initiate = Campaigns(store, store, self.spool, reactor, queue.enqueue, notices.queue_notice,
@@ -279,7 +302,19 @@ class RelayService(MultiService):
             ca_certificate=ldap.ca_certificate,
         )
 
-    def _build_gate(self, store: IStore, directory: LDAPDirectory | None = None) -> Gate:
+    async def _sender_verification(self) -> FromVerification | None:
+        """SPF, DKIM and DMARC checks of mail authorised by its From address ([smtp] from_auth_verification)."""
+        if self.config.smtp.from_auth_verification == "none":
+            return None
+        lookups = Lookups(make_resolver(self.config.delivery.dns_servers, self.reactor))
+        organisations = Organisations(await deferToThreadPool(self.reactor, self.spool_pool, PublicSuffixList))
+        return FromVerification(spf=SPFChecker(lookups), dkim=DKIMVerifier(lookups, self.reactor, self.cpu_pool),
+                                policies=DMARCPolicies(lookups, organisations),
+                                authserv_id=self.config.server.hostname,
+                                scratch_directory=self.spool.layout.directory(TMP), clock=self.reactor)
+
+    def _build_gate(self, store: IStore, directory: LDAPDirectory | None = None,
+                    senders: FromVerification | None = None) -> Gate:
         hasher = PasswordHasher()
 
         def verify(password_hash: str, password: str) -> "Deferred[bool]":
@@ -290,42 +325,99 @@ class RelayService(MultiService):
                 return hasher.hash(password) if hasher.needs_rehash(password_hash) else None
             return deferToThreadPool(self.reactor, self.cpu_pool, compute)
 
-        local = PasswordChecker(store, verify, rehash)
+        credentials = store if ICredentialStore.providedBy(store) else None
+        self.authenticator = Authenticator(
+            accounts=store, credentials=credentials, verify=verify, rehash=rehash, directory=directory,
+            throttle=FailureThrottle(self.reactor, self.config.smtp.auth_failures,
+                                     self.config.smtp.auth_failure_window),
+            clock=self.reactor)
         portal = Portal(AccountRealm(store), [
-            local if directory is None else LocalThenDirectoryChecker(local, store, directory),
+            SecretLoginChecker(self.authenticator),
             ClientAddressChecker(store),
             FromAddressChecker(store),
         ])
-        throttle = FailureThrottle(self.reactor, self.config.smtp.auth_failures,
-                                   self.config.smtp.auth_failure_window)
         desk = None
         if IListStore.providedBy(store):
             desk = InitiationDesk(store, store, verify, FailureThrottle(
-                self.reactor, self.config.smtp.auth_failures, self.config.smtp.auth_failure_window))
+                self.reactor, self.config.smtp.auth_failures, self.config.smtp.auth_failure_window), credentials)
         return Gate(
             portal=portal,
             initiation_desk=desk,
             accounts=store,
             authorisations=store,
             lists=store,
-            throttle=throttle,
             initiation_domain=self.config.initiation.domain.lower(),
             bounce_domain=self.config.delivery.bounce_domain.lower(),
             local_domains=frozenset(domain.lower() for domain in self.config.smtp.local_domains),
+            senders=senders,
         )
 
+    def reload(self) -> "Deferred[None]":
+        """SIGHUP: read the configuration file and the TLS certificate again; apply what
+        L{jangotw.reload.merge} allows and log the rest. A file or certificate that does not
+        load changes nothing. New sessions get the new limits; open ones keep theirs."""
+        return Deferred.fromCoroutine(self._reload()).addErrback(
+            lambda failure: log.failure("reload failed; running configuration kept", failure))
+
+    async def _reload(self) -> None:
+        try:
+            loaded, certificate = await deferToThreadPool(self.reactor, self.spool_pool, self._read_for_reload)
+        except ConfigError as error:
+            log.error("reload refused, running configuration kept: {error}", error=str(error))
+            return
+        change = merge(self.config, loaded)
+        self.config = change.config
+        self.session_settings = _session_settings(change.config)
+        self.limiter.max_total = change.config.smtp.max_connections
+        self.limiter.max_per_address = change.config.smtp.max_connections_per_ip
+        if certificate is not None and self.tls_options is not None:
+            self.tls_options.replace(certificate)
+        log.info("reloaded {path}: {applied}; TLS certificate {certificate}", path=self.config_path,
+                 applied=", ".join(change.applied) or "no reloadable key changed",
+                 certificate=f"re-read from {change.config.tls.certificate}" if certificate else "not in use")
+        if change.needs_restart:
+            log.warn("changed in {path} but applied only by a restart: {keys}", path=self.config_path,
+                     keys=", ".join(change.needs_restart))
+
+    def _read_for_reload(self) -> tuple[Config, CertificateOptions | None]:
+        """The new configuration and, when TLS stays on, its certificate (blocking: a pool thread)."""
+        loaded = load_config(self.config_path)
+        if self.tls_options is None or not loaded.tls.certificate:
+            return loaded, None
+        return loaded, server_tls_options(loaded.tls.certificate, loaded.tls.key)
+
     def stopService(self) -> "Deferred[None]":
-        stopped = super().stopService()
+        """Graceful: close every listener, give open SMTP sessions C{[server] shutdown_grace}
+        seconds to finish their transaction, stop the queue (attempts in flight journal their
+        outcome), then close the store and stop the thread pools."""
+        return Deferred.fromCoroutine(self._stop())
 
-        async def release(_: object) -> None:
-            if self.deliverer is not None:
-                await self.deliverer.close()
-            if self.store is not None:
-                await self.store.close()
-            for pool in self._pools():
-                pool.stop()
+    async def _stop(self) -> None:
+        listeners = [service for service in self if isinstance(service, ListeningPort)]
+        log.info("stopping: closing {count} listener(s)", count=len(listeners))
+        await gatherResults([maybeDeferred(listener.stopService) for listener in listeners], consumeErrors=True)
+        await self.sessions.drain(self.config.server.shutdown_grace)
+        await super().stopService()
+        if self.deliverer is not None:
+            await self.deliverer.close()
+        if self.store is not None:
+            await self.store.close()
+        for pool in self._pools():
+            pool.stop()
 
-        return stopped.addCallback(lambda ignored: Deferred.fromCoroutine(release(ignored)))
+
+def _session_settings(config: Config) -> SessionSettings:
+    smtp = config.smtp
+    return SessionSettings(
+        hostname=config.server.hostname,
+        max_message_size=smtp.max_message_size,
+        max_recipients=smtp.max_recipients,
+        max_errors=smtp.max_errors,
+        idle_timeout=smtp.idle_timeout,
+        max_header_size=smtp.max_header_size,
+        normalise_bare_newlines=smtp.bare_newline == "normalise",
+        auth_requires_tls=smtp.auth_requires_tls,
+    )
 
 
 def _first_line(path: str) -> str:

@@ -17,14 +17,15 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .auth.checkers import ClientAddressChecker, FromAddressChecker, LocalThenDirectoryChecker, PasswordChecker
+from .auth.checkers import ClientAddressChecker, FromAddressChecker, SecretLoginChecker
 from .auth.ldap import LDAPDirectory
 from .auth.passwords import PasswordHasher
+from .auth.principals import Authenticator
 from .auth.realm import AccountRealm
 from .auth.throttle import FailureThrottle
 from .ingress.gate import Gate
 from .initiation.desk import InitiationDesk
-from .interfaces import IDeliverer, ISpool, ISpoolFile, IStore
+from .interfaces import ICredentialStore, IDeliverer, ISpool, ISpoolFile, IStore
 from .model import OutboundMessage, RecipientResult, RecipientStatus, SpoolRecord
 
 __all__ = [
@@ -90,19 +91,23 @@ def fast_hasher() -> PasswordHasher:
 def memory_gate(store: IStore, clock: IReactorTime, hasher: PasswordHasher,
                 directory: LDAPDirectory | None = None, **domains: str) -> Gate:
     """A relay gate over C{store} whose password checks run synchronously; names no local account
-    has are checked against C{directory}, when given (as the service does with C{[ldap]})."""
+    or login has are checked against C{directory}, when given (as the service does with C{[ldap]}).
+    Three failures within 300 seconds throttle AUTH (per client IP and per user name)."""
 
     def verify(password_hash: str, password: str) -> "Deferred[bool]":
         return succeed(hasher.verify(password_hash, password))
 
-    local = PasswordChecker(store, verify)
+    credentials = store if ICredentialStore.providedBy(store) else None
+    authenticator = Authenticator(accounts=store, credentials=credentials, verify=verify,  # type: ignore[arg-type]
+                                  throttle=FailureThrottle(clock, limit=3, window=300), clock=clock,
+                                  directory=directory)
     portal = Portal(AccountRealm(store), [
-        local if directory is None else LocalThenDirectoryChecker(local, store, directory),
-        ClientAddressChecker(store), FromAddressChecker(store)])
+        SecretLoginChecker(authenticator), ClientAddressChecker(store), FromAddressChecker(store)])
     local = frozenset(domains.pop("local_domains", "").split())
-    desk = InitiationDesk(store, store, verify, FailureThrottle(clock, limit=3, window=300))  # type: ignore[arg-type]
+    desk = InitiationDesk(store, store, verify, FailureThrottle(clock, limit=3, window=300),  # type: ignore[arg-type]
+                          credentials)  # type: ignore[arg-type]
     return Gate(portal=portal, accounts=store, authorisations=store, lists=store, initiation_desk=desk,
-                throttle=FailureThrottle(clock, limit=3, window=300), local_domains=local, **domains)
+                local_domains=local, **domains)
 
 
 class SynchronousThreadPool:

@@ -6,6 +6,7 @@ terminal, opens the configured store, asks L{AccountAdmin} (which holds every
 rule; L{ListAdmin} for contact lists, and the other service layers) and prints
 its answer as text, or as one JSON document with C{--json}. C{list members}
 prints each page as it is read instead, so a long list is never held whole.
+C{store migrate} needs no configuration: it opens the two stores it names.
 Exit status: 0 done; 1 input refused, bad configuration or unusable store
 (one line on standard error); 2 usage error.
 """
@@ -17,9 +18,10 @@ import os
 import sys
 import traceback
 from getpass import getpass
-from typing import Any, Callable, Mapping, NoReturn, Sequence, cast
+from typing import Any, Callable, Mapping, NoReturn, Sequence, TypeVar, cast
 
 from attrs import frozen
+from publicsuffixlist import PublicSuffixList
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
 from twisted.internet.task import react
@@ -36,8 +38,13 @@ from twisted.logger import (
 from ..auth.passwords import PasswordHasher, check_strength
 from ..config import Config, load_config
 from ..pipeline.dkim import new_rsa_key
-from ..errors import ConfigError, InputError
-from ..interfaces import IListStore
+from ..errors import ConfigError, InputError, PermanentError, TemporaryError
+from ..interfaces import ICredentialStore, IListStore, IStore
+from ..outbound.mx import make_resolver
+from ..senders.dmarc import DMARCPolicies, Organisations
+from ..senders.dns import Lookups
+from ..senders.spf import SPFChecker
+from ..store.migrate import COUNTED, migrate_stores
 from ..store.opening import open_store
 from ..queue.control import ControlRequests
 from ..queue.state import RetryPolicy
@@ -46,10 +53,16 @@ from ..spool.layout import Layout
 from .accounts import AccountAdmin
 from .queue import QueueAdmin
 from .campaigns import CampaignAdmin, render_campaigns
-from .domains import DomainAdmin, render_domain, render_domains
+from .domaincheck import DomainChecker
+from .domainrecords import SenderSettings
+from .domains import DomainAdmin, render_check, render_domain, render_domains
 from .lists import ListAdmin, login_password_check, render_list_import, render_lists, render_member
 from .reports import ReportAdmin, render_report
 from .suppressions import SuppressionAdmin, csv_rows, render_import
+from .loginips import LoginIPAdmin, render_rule, render_rules
+from .logins import LoginAdmin, render_login, render_logins
+from .tokens import TokenAdmin, render_new_token, render_revoked, render_tokens
+from .twofactor import TwoFactorAdmin, render_setup, render_two_factor
 
 __all__ = ["main", "build_parser", "PROG", "DEFAULT_CONFIG", "CONFIG_ENV"]
 
@@ -60,6 +73,7 @@ EXIT_INPUT = 1
 
 Call = Callable[["Admin", argparse.Namespace], "Deferred[Any]"]
 Render = Callable[[Any], str]
+_Service = TypeVar("_Service")
 
 
 @frozen
@@ -73,6 +87,11 @@ class Admin:
     campaigns: CampaignAdmin
     domains: DomainAdmin
     lists: ListAdmin | None  # None: the configured store keeps no contact lists (see L{_lists})
+    # None: the configured store keeps no logins, tokens, two-factor state or login IP rules (L{_credentials})
+    logins: LoginAdmin | None
+    tokens: TokenAdmin | None
+    two_factor: TwoFactorAdmin | None
+    login_ips: LoginIPAdmin | None
 
 
 @frozen
@@ -84,6 +103,14 @@ class _Command:
     parser: argparse.ArgumentParser
     needs_password: bool = False
     streams: bool = False  # the call prints its own output as it goes; its answer is not printed
+
+
+@frozen
+class _Standalone:
+    """A command that opens the stores it names itself: it needs no configuration."""
+
+    run: Callable[[IReactorCore, argparse.Namespace], "Deferred[Any]"]
+    render: Render
 
 
 # -- rendering answers as text ------------------------------------------------------------
@@ -250,14 +277,37 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     leaf(froms, "list", "list an account's From addresses", render=_lines,
          call=lambda admin, args: admin.accounts.list_from(args.account), arguments=[account])
 
-    domains = group("domain", "sender domains and their DKIM keys")
-    added_domain = leaf(domains, "add", "give an account a sender domain and a new DKIM key; prints the TXT "
-                                        "record to publish", render=render_domain,
-                        arguments=[account, ("domain", "the domain, e.g. example.com")],
-                        call=lambda admin, args: admin.domains.add_domain(args.account, args.domain, args.selector))
+    domains = group("domain", "sender domains: DKIM keys, the DNS records to publish, their check")
+    sender_domain = ("domain", "the domain, e.g. example.com or news.example.com")
+    added_domain = leaf(domains, "add", "give an account a sender domain and a new DKIM key; prints every "
+                                        "record to publish (SPF, DKIM, DMARC, tracking, return path)",
+                        render=render_domain, arguments=[account, sender_domain],
+                        call=lambda admin, args: admin.domains.add_domain(args.account, args.domain, args.selector,
+                                                                          args.ed25519))
     added_domain.add_argument("--selector", metavar="S", help="DKIM selector (default: jt<YYYYMM>)")
-    leaf(domains, "list", "list an account's domains with their TXT records", render=render_domains,
+    added_domain.add_argument("--ed25519", action="store_true",
+                              help="an Ed25519 key too, for a second signature (RFC 8463; selector S-ed)")
+    leaf(domains, "list", "list an account's domains, their status and keys", render=render_domains,
          call=lambda admin, args: admin.domains.list_domains(args.account), arguments=[account])
+    leaf(domains, "show", "a domain's status, keys and the records to publish", render=render_domain,
+         call=lambda admin, args: admin.domains.show(args.domain), arguments=[sender_domain])
+    leaf(domains, "check", "look the domain's records up in DNS: each OK, missing or wrong, with the fix; "
+                           "keys sign once their record verified", render=render_check,
+         call=lambda admin, args: admin.domains.check(args.domain), arguments=[sender_domain])
+    rotated = leaf(domains, "rotate-key", "add a new DKIM key under a new selector: it signs once verified; the "
+                                          "old one stays published until retired", render=render_domain, arguments=[sender_domain],
+                   call=lambda admin, args: admin.domains.rotate_key(args.domain, args.selector))
+    rotated.add_argument("--selector", metavar="S", help="DKIM selector (default: jt<YYYYMM>, then b, c...)")
+    leaf(domains, "retire-key", "stop signing with a key and stop listing it (then remove its record)",
+         render=_said("retired key {selector} of {domain}"),
+         call=lambda admin, args: admin.domains.retire_key(args.domain, args.selector),
+         arguments=[sender_domain, ("selector", "the key's selector")])
+    forced = leaf(domains, "force-sign", "sign with a key before domain check found its record",
+                  render=lambda key: f"key {key['selector']} of {key['domain']}: {key['state']}, "
+                                     + ("signs" if key["signs"] else "signs once verified"),
+                  call=lambda admin, args: admin.domains.force_sign(args.domain, args.selector, not args.off),
+                  arguments=[sender_domain, ("selector", "the key's selector")])
+    forced.add_argument("--off", action="store_true", help="sign with it only once verified again")
 
     queue = group("queue", "messages waiting for delivery")
     listing = leaf(queue, "list", "list queued messages, oldest first", render=_render_queue,
@@ -362,6 +412,115 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     leaf(bounces, "list", "list the Bounce list: address, when, and the server reply that put it there",
          render=lambda entries: _lines([f"{e['address']}  {e['added']}  {e['reason']}" for e in entries]),
          call=lambda admin, args: admin.queue.bounces(args.account), arguments=[account])
+
+    stores = group("store", "the state store itself")
+    migrate = stores.add_parser("migrate", parents=[late_json],
+                                help="copy all state from an SQLite database into a Redis store",
+                                description="copy all state (accounts, credentials, lists, suppressions, quotas, "
+                                            "tracking, domains) from an SQLite database into a Redis store; stop "
+                                            "the servers using the database first")
+    migrate.add_argument("--from", dest="source", metavar="SOURCE", required=True,
+                         help="sqlite:PATH, e.g. sqlite:/var/lib/jangotw/jangotw.sqlite3")
+    migrate.add_argument("--to", dest="destination", metavar="DESTINATION", required=True,
+                         help="redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or unix:/PATH[?db=N]")
+    migrate.add_argument("--force", action="store_true",
+                         help="copy even though the destination holds accounts (again after an interrupted "
+                              "copy): copied state replaces what it has under the same names; event counts add up")
+    migrate.set_defaults(command=_Standalone(
+        lambda reactor, args: migrate_stores(reactor, args.source, args.destination, args.force),
+        _render_migration))
+
+    password_stdin = "read the password from the first line of standard input"
+    logins = group("login", "additional logins of an account: each with its own password, capabilities, API "
+                            "tokens, two-factor and IP rules; SMTP AUTH user name NAME@ACCOUNT")
+    login = ("name", "login name (letters, digits, '.', '_', '-')")
+    capabilities = "comma-separated: relay, initiation, api, reports, settings"
+    new_login = leaf(logins, "add", "give an account another login (SMTP AUTH as NAME@ACCOUNT); its password "
+                                    "needs 12+ characters and a zxcvbn score of 3", render=render_login,
+                     call=lambda admin, args: _credentials(admin.logins).add_login(
+                         args.account, args.name, args.password, args.allow),
+                     arguments=[account, login], needs_password=True)
+    new_login.add_argument("--allow", metavar="CAPS", help=f"what it may do, {capabilities} (default: relay only)")
+    new_login.add_argument("--password-stdin", action="store_true", help=password_stdin)
+    leaf(logins, "list", "list an account's additional logins", render=render_logins,
+         call=lambda admin, args: _credentials(admin.logins).list_logins(args.account), arguments=[account])
+    leaf(logins, "show", "a login with its capabilities, two-factor state, IP rules and tokens (no secrets)",
+         render=render_login, call=lambda admin, args: _credentials(admin.logins).show_login(args.account, args.name),
+         arguments=[account, login])
+    leaf(logins, "delete", "delete a login with its tokens, IP rules and two-factor state; other logins keep working",
+         render=_said("deleted login {name} of {account} ({deleted_tokens} tokens, {deleted_ip_rules} IP rules)"),
+         call=lambda admin, args: _credentials(admin.logins).delete_login(args.account, args.name),
+         arguments=[account, login])
+    restricted = leaf(logins, "restrict", "replace what a login may do", render=render_login,
+                      call=lambda admin, args: _credentials(admin.logins).restrict(args.account, args.name, args.allow),
+                      arguments=[account, login])
+    restricted.add_argument("--allow", metavar="CAPS", required=True, help=capabilities)
+    login_passwd = leaf(logins, "passwd", "change a login's password",
+                        render=_said("changed the password of login {name} of {account}"),
+                        call=lambda admin, args: _credentials(admin.logins).set_password(
+                            args.account, args.name, args.password),
+                        arguments=[account, login], needs_password=True)
+    login_passwd.add_argument("--password-stdin", action="store_true", help=password_stdin)
+    leaf(logins, "disable", "stop a login (its password and tokens) authenticating; the account is unaffected",
+         render=_said("disabled login {name} of {account}"),
+         call=lambda admin, args: _credentials(admin.logins).disable(args.account, args.name),
+         arguments=[account, login])
+    leaf(logins, "enable", "let a disabled login authenticate again", render=_said("enabled login {name} of {account}"),
+         call=lambda admin, args: _credentials(admin.logins).enable(args.account, args.name),
+         arguments=[account, login])
+
+    tokens = group("token", "API tokens: for applications, instead of a password (SMTP AUTH password or HTTP Bearer)")
+    created = leaf(tokens, "create", "make a token and print it once (only its hash is kept)", render=render_new_token,
+                   call=lambda admin, args: _credentials(admin.tokens).create(
+                       args.account, args.login, args.scope, args.expires, args.label),
+                   arguments=[account])
+    created.add_argument("--login", metavar="NAME", help="a token of this additional login (default: the account's)")
+    created.add_argument("--scope", metavar="SCOPES", help="smtp, api or smtp,api (default: smtp,api, or what the "
+                                                           "login may do: smtp needs relay, api needs api)")
+    created.add_argument("--expires", metavar="LIFETIME", help="e.g. 12h, 90d, 4w, or never (the default)")
+    created.add_argument("--label", default="", help="what the token is for (shown in listings)")
+    leaf(tokens, "list", "an account's tokens: id, prefix, login, scopes, created, expires, last used, state; "
+                         "never the token", render=render_tokens,
+         call=lambda admin, args: _credentials(admin.tokens).list_tokens(args.account), arguments=[account])
+    leaf(tokens, "revoke", "refuse a token from now on", render=render_revoked,
+         call=lambda admin, args: _credentials(admin.tokens).revoke(args.id),
+         arguments=[("id", "token id, or its jgt_<id> prefix")])
+
+    two_factor = group("2fa", "two-factor (TOTP) for an account's own login or an additional login")
+    user = ("name", "ACCOUNT, or LOGIN@ACCOUNT for an additional login")
+    enabled = leaf(two_factor, "enable",
+                   "set up two-factor: prints the otpauth URI, a QR code and ten recovery codes, then needs a code "
+                   "from the authenticator (asked for on a terminal; otherwise the set-up stays pending until "
+                   "'2fa enable NAME --code CODE')", render=_render_two_factor, call=_enable_two_factor,
+                   arguments=[user])
+    enabled.add_argument("--code", metavar="CODE", help="confirm a pending set-up with this code, without prompting")
+    disabled = leaf(two_factor, "disable", "turn two-factor off", render=_render_two_factor,
+                    call=lambda admin, args: _credentials(admin.two_factor).disable(args.name, args.code, args.force),
+                    arguments=[user])
+    proof = disabled.add_mutually_exclusive_group(required=True)
+    proof.add_argument("--code", metavar="CODE", help="a current code or an unused recovery code")
+    proof.add_argument("--force", action="store_true", help="without a code (an operator with shell access)")
+    leaf(two_factor, "status", "on, pending or off, with the number of unused recovery codes",
+         render=render_two_factor, call=lambda admin, args: _credentials(admin.two_factor).status(args.name),
+         arguments=[user])
+
+    login_ips = group("login-ip", "addresses an account's passwords and tokens work from (unlike 'ip add', which "
+                                  "lets a network relay with no credential); no entries: no restriction")
+    address_range = ("range", "an address, a CIDR (192.0.2.0/24) or first-last (192.0.2.10-192.0.2.20)")
+    login_option = ("--login", "an additional login's own rule (default: the account's, binding every login)")
+    new_rule = leaf(login_ips, "add", "accept credentials only from this range (for the given scopes)",
+                    render=render_rule, arguments=[account, address_range],
+                    call=lambda admin, args: _credentials(admin.login_ips).add(
+                        args.account, args.range, args.login, args.scope))
+    new_rule.add_argument(login_option[0], metavar="NAME", help=login_option[1])
+    new_rule.add_argument("--scope", metavar="SCOPES", help="smtp, api or smtp,api (default)")
+    old_rule = leaf(login_ips, "remove", "remove a range", render=render_rule, arguments=[account, address_range],
+                    call=lambda admin, args: _credentials(admin.login_ips).remove(args.account, args.range, args.login))
+    old_rule.add_argument(login_option[0], metavar="NAME", help=login_option[1])
+    rules = leaf(login_ips, "list", "the account's ranges and its logins' (with --login: that login's own)",
+                 render=render_rules, arguments=[account],
+                 call=lambda admin, args: _credentials(admin.login_ips).list_rules(args.account, args.login))
+    rules.add_argument("--login", metavar="NAME", help="only this login's own ranges")
     return parser
 
 
@@ -372,10 +531,55 @@ def _render_list_change(verb: str) -> Render:
     return render
 
 
+def _render_migration(answer: Mapping[str, Any]) -> str:
+    copied = answer["copied"]
+    return _lines([f"copied {answer['from']} to {answer['to']}:",
+                   *(f"  {kind:<22}{copied[kind]:>10}" for kind in COUNTED)])
+
+
 def _lists(admin: Admin) -> ListAdmin:
     if admin.lists is None:
         raise ConfigError("server.store: the configured store keeps no contact lists")
     return admin.lists
+
+
+def _credentials(service: _Service | None) -> _Service:
+    if service is None:
+        raise ConfigError("server.store: the configured store keeps no logins, tokens or two-factor state")
+    return service
+
+
+def _render_two_factor(answer: Mapping[str, Any]) -> str:
+    """A new set-up (with how to confirm it), or what enabling or disabling did."""
+    if "uri" not in answer:
+        return render_two_factor(answer)
+    return render_setup(answer) + (f"\nConfirm it with: {PROG} 2fa enable {answer['name']} --code CODE")
+
+
+def _enable_two_factor(admin: Admin, args: argparse.Namespace) -> "Deferred[dict[str, Any]]":
+    """C{2fa enable}: confirm with C{--code}; else set up, then (on a terminal, without C{--json})
+    ask for a code, three times at most; a set-up not confirmed stays pending."""
+    two_factor = _credentials(admin.two_factor)
+    if args.code is not None:
+        return two_factor.confirm(args.name, args.code)
+
+    async def set_up() -> dict[str, Any]:
+        setup: dict[str, Any] = await two_factor.begin(args.name)
+        if args.json or not sys.stdin.isatty():
+            return setup
+        print(render_setup(setup))
+        for _ in range(3):
+            try:
+                code = await args.prompt("Code from the authenticator app: ")
+                confirmed: dict[str, Any] = await two_factor.confirm(args.name, code)
+                return confirmed
+            except InputError as error:
+                print(f"{PROG}: {error}", file=sys.stderr)
+            except EOFError:
+                break
+        raise InputError(f"not confirmed: the set-up stays pending; confirm it with "
+                         f"'{PROG} 2fa enable {setup['name']} --code CODE'")
+    return Deferred.fromCoroutine(set_up())
 
 
 def _import_members(admin: Admin, args: argparse.Namespace) -> "Deferred[dict[str, Any]]":
@@ -429,7 +633,7 @@ def _read_password(command: _Command, args: argparse.Namespace) -> str | None:
         return password
     if not sys.stdin.isatty():
         command.parser.error("standard input is not a terminal: use --password-stdin to read the "
-                             "password from it" + (", or --no-password" if args.action == "add" else ""))
+                             "password from it" + (", or --no-password" if "no_password" in args else ""))
     password = getpass("New password: ")
     if getpass("Repeat the password: ") != password:
         raise InputError("the two passwords differ")
@@ -449,6 +653,18 @@ def _print_answer(answer: Any, command: _Command, as_json: bool) -> None:
         print(text)
 
 
+def _domain_admin(config: Config, store: IStore, reactor: Any, make_key: Callable[[], "Deferred[str]"]) -> DomainAdmin:
+    """Sender domains, checked through the configured resolvers."""
+    delivery = config.delivery
+    lookups = Lookups(make_resolver(delivery.dns_servers, reactor))
+    organisations = Organisations(PublicSuffixList())
+    settings = SenderSettings.from_config(delivery.spf_include, delivery.sending_addresses,
+                                          config.tracking.base_url, delivery.bounce_domain)
+    return DomainAdmin(store=store, make_key=make_key, clock=cast(IReactorTime, reactor), organisations=organisations,
+                       settings=settings, checker=DomainChecker(lookups, SPFChecker(lookups),
+                                                                DMARCPolicies(lookups, organisations), settings))
+
+
 async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, password: str | None) -> None:
     """Open the store, run the command, close the store; the reactor stops when this ends."""
     threads: IReactorThreads = IReactorThreads(reactor)
@@ -464,6 +680,8 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
     strength: Callable[[str, Sequence[str]], Deferred[None]] = (
         lambda text, inputs: deferToThreadPool(threads, pool, check_strength, text, inputs))
     list_store = IListStore(store, None)
+    credentials = ICredentialStore(store, None)
+    clock = cast(IReactorTime, reactor)
     spool_root = os.path.join(config.server.data_dir, "spool")
     delivery = config.delivery
     admin = Admin(
@@ -479,14 +697,21 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
         reports=ReportAdmin(store),
         campaigns=CampaignAdmin(os.path.join(spool_root, "campaigns"),
                                 blocking=lambda function, *args: deferToThreadPool(threads, pool, function, *args)),
-        domains=DomainAdmin(store=store, clock=cast(IReactorTime, reactor),
-                            make_key=lambda: deferToThreadPool(threads, pool, new_rsa_key)),
+        domains=_domain_admin(config, store, reactor, lambda: deferToThreadPool(threads, pool, new_rsa_key)),
         lists=None if list_store is None else ListAdmin(
             store=list_store, hash_password=hash_password, check_password=strength,
             same_as_login=login_password_check(
                 store, lambda hashed, text: deferToThreadPool(threads, pool, hasher.verify, hashed, text))),
+        logins=None if credentials is None else LoginAdmin(
+            accounts=store, credentials=credentials, hash_password=hash_password, check_password=strength,
+            clock=clock),
+        tokens=None if credentials is None else TokenAdmin(accounts=store, credentials=credentials, clock=clock),
+        two_factor=None if credentials is None else TwoFactorAdmin(accounts=store, credentials=credentials,
+                                                                   clock=clock),
+        login_ips=None if credentials is None else LoginIPAdmin(accounts=store, credentials=credentials, clock=clock),
     )
     args.password = password
+    args.prompt = lambda text: deferToThreadPool(threads, pool, input, text)  # reading blocks
     command: _Command = args.command
     try:
         answer = await command.call(admin, args)
@@ -501,6 +726,18 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
     _print_answer(answer, command, args.json)
 
 
+async def _run_standalone(reactor: IReactorCore, command: _Standalone, args: argparse.Namespace) -> None:
+    try:
+        answer = await command.run(reactor, args)
+    except (InputError, TemporaryError, PermanentError) as error:
+        _fail(str(error))
+    except Exception:
+        print(f"{PROG}: internal error:", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        raise SystemExit(EXIT_INPUT) from None
+    print(json.dumps(answer, indent=2, ensure_ascii=False) if args.json else command.render(answer))
+
+
 def _log_warnings_to_stderr() -> None:
     """Show warnings and errors logged by lower layers (e.g. an unreadable stored setting)."""
     def emit(event: dict[str, Any]) -> None:
@@ -513,6 +750,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The C{jangomail-admin} console script."""
     parser = build_parser(os.environ)
     args = parser.parse_args(argv)  # exits 2 on a usage error
+    if isinstance(args.command, _Standalone):
+        _log_warnings_to_stderr()
+        react(_run_standalone, (args.command, args))
     command: _Command = args.command
     try:
         config = load_config(args.config)

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.auth.test_checkers -*-
-"""Credential types for the relay portal: client address and From address.
+"""Credential types for the relay portal: user name and secret, client address, From address.
 
-Passwords use twisted.cred's own UsernamePassword; L{Secret} keeps them out of
-logs and reprs until the checker needs them.
+L{Secret} keeps passwords and tokens out of logs and reprs until a checker
+needs them.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from ipaddress import IPv4Address, IPv6Address
 from attrs import field, frozen
 from zope.interface import implementer
 
-from ..interfaces import IClientAddress, IFromAddress
+from ..interfaces import IClientAddress, IFromAddress, ISecretLogin
 
-__all__ = ["Secret", "ClientAddress", "FromAddress"]
+__all__ = ["Secret", "SecretLogin", "ClientAddress", "FromAddress"]
 
 
 @frozen(repr=False)
@@ -29,6 +29,16 @@ class Secret:
         return "'***'"
 
     __str__ = __repr__
+
+
+@implementer(ISecretLogin)
+@frozen
+class SecretLogin:
+    """SMTP AUTH: the user name, the password or API token, and the client it came from."""
+
+    username: str
+    secret: Secret
+    address: IPv4Address | IPv6Address
 
 
 @implementer(IClientAddress)

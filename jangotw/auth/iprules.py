@@ -50,15 +50,19 @@ def parse_range(text: str) -> tuple[str, str]:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
             raise InputError(f"{text!r} is not a CIDR range such as 192.0.2.0/24") from None
-        return str(network[0]), str(network[-1])
+        first, last = _plain(network[0]), _plain(network[-1])
+        if first.version != last.version:  # straddles the IPv4-mapped block: stays IPv6
+            first, last = network[0], network[-1]
+        return str(first), str(last)
     single = str(_plain(_address(text)))
     return single, single
 
 
 def contains(rule: IPRule, address: Address) -> bool:
-    client = _plain(address)
+    """Whether the rule's range holds the client, as it connected or (IPv4-mapped) as IPv4."""
     first, last = ipaddress.ip_address(rule.first), ipaddress.ip_address(rule.last)
-    return client.version == first.version and int(first) <= int(client) <= int(last)
+    return any(client.version == first.version and int(first) <= int(client) <= int(last)
+               for client in {address, _plain(address)})
 
 
 def allowed(rules: Iterable[IPRule], address: Address, scope: str) -> bool:

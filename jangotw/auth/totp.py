@@ -59,8 +59,9 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
         return None
     totp = pyotp.TOTP(secret)
     current = int(now // STEP_SECONDS)
-    for step in range(current - _DRIFT_STEPS, current + _DRIFT_STEPS + 1):
-        if hmac.compare_digest(totp.at(step * STEP_SECONDS), code):
+    # Steps, not times, go to pyotp: nothing converts through local time, and no step before the epoch.
+    for step in range(max(0, current - _DRIFT_STEPS), current + _DRIFT_STEPS + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
             return step
     return None
 

@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.ingress.test_factory -*-
-"""One protocol factory per SMTP listener, sharing connection limits across all of them."""
+"""One protocol factory per SMTP listener, sharing connection limits, the open-session
+registry (for graceful shutdown) and the metrics across all of them."""
 from __future__ import annotations
 
 from collections import Counter
@@ -10,6 +11,10 @@ from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from ..metrics import Metrics
+from .drain import OpenSessions
+from .session import SMTPSession
 
 __all__ = ["ConnectionLimiter", "SMTPFactory"]
 
@@ -58,22 +63,30 @@ class SMTPFactory(Factory):
 
     noisy = False
 
-    def __init__(self, build_session: Callable[[], Protocol], limiter: ConnectionLimiter, hostname: str) -> None:
+    def __init__(self, build_session: Callable[[], SMTPSession], limiter: ConnectionLimiter, hostname: str,
+                 sessions: OpenSessions, metrics: Metrics) -> None:
         self._build_session = build_session
         self._limiter = limiter
         self._hostname = hostname
+        self._sessions = sessions
+        self._metrics = metrics
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         key = getattr(addr, "host", None) or "local"
         if not self._limiter.acquire(key):
             log.warn("connection limit reached for {peer}", peer=key)
+            self._metrics.connection_refused()
             return _Refusal(self._hostname)
         session = self._build_session()
         lost = session.connectionLost
+        self._sessions.add(session)
+        self._metrics.session_opened()
 
         def release(reason: Failure) -> None:
             self._limiter.release(key)
+            self._metrics.session_closed()
             lost(reason)
+            self._sessions.discard(session)
 
         session.connectionLost = release  # type: ignore[method-assign]
         session.factory = self

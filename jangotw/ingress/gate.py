@@ -3,28 +3,32 @@
 
 The protocol in L{jangotw.ingress.session} parses and replies; everything that
 decides whether mail may be relayed, and for which account, lives here. Each
-refusal is a L{ReplyError}.
+refusal is a L{ReplyError}. Mail authorised only by its From address (and
+initiation by From address) must also be authenticated for the From domain
+when C{senders} is set (L{jangotw.senders.verification}).
 """
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import BinaryIO
 
 from attrs import define, field, frozen
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..auth.checkers import AmbiguousAccount
-from ..auth.credentials import ClientAddress, FromAddress, Secret
-from ..auth.realm import IAccountAvatar
-from ..auth.throttle import FailureThrottle
+from ..auth.credentials import ClientAddress, FromAddress, Secret, SecretLogin
+from ..auth.principals import AddressNotAuthorised, Principal, TooManyFailures, TwoFactorRequired
+from ..auth.realm import IAccountAvatar, IPrincipalAvatar
 from ..errors import BOUNCED_TEXT, UNSUBSCRIBED_TEXT, ReplyError, TemporaryError, relaying_denied
-from ..initiation.desk import InitiationDesk
+from ..initiation.desk import InitiationDesk, mailbox_owner
 from ..initiation.parse import InitiationCommand
+from ..initiation.rules import FROM_NOT_VERIFIED
 from ..interfaces import IAccountStore, IAuthorisationStore, ISuppressionStore
 from ..model import BOUNCE_LIST, UNSUBSCRIBE_LIST, Account, AuthMethod, Envelope, TLSInfo
+from ..senders.verification import FromVerification
 from .headers import HeaderSection
 
 __all__ = [
@@ -32,16 +36,22 @@ __all__ = [
     "Authorisation",
     "Gate",
     "AUTH_FAILED",
+    "AUTH_USE_TOKEN",
+    "AUTH_ADDRESS_REFUSED",
     "AUTH_THROTTLED",
     "AUTH_UNAVAILABLE",
     "AMBIGUOUS_ACCOUNT",
     "FROM_NOT_AUTHORISED",
+    "SENDER_UNVERIFIED",
     "UNKNOWN_MAILBOX",
 ]
 
 log = Logger()
 
 AUTH_FAILED = ReplyError(535, "5.7.8", "Authentication credentials invalid")
+AUTH_USE_TOKEN = ReplyError(
+    535, "5.7.8", "Two-factor authentication is on for this login: use an API token as the password")
+AUTH_ADDRESS_REFUSED = ReplyError(535, "5.7.1", "Authentication from this IP address is not allowed for this login")
 AUTH_THROTTLED = ReplyError(454, "4.7.0", "Too many failed authentication attempts; try again later")
 AUTH_UNAVAILABLE = ReplyError(454, "4.7.0", "Temporary authentication failure")  # RFC 4954 section 6
 AMBIGUOUS_ACCOUNT = ReplyError(
@@ -50,6 +60,8 @@ AMBIGUOUS_ACCOUNT = ReplyError(
 FROM_NOT_AUTHORISED = ReplyError(550, "5.7.1", "The From address is not authorised for this account")
 UNKNOWN_MAILBOX = ReplyError(550, "5.1.1", "Recipient address rejected: no such mailbox here")
 ONE_INITIATION_MAILBOX = ReplyError(550, "5.7.1", "Address a mailing to one initiation mailbox alone")
+SENDER_UNVERIFIED = ReplyError(451, "4.7.0", "Temporary failure verifying the sender; try again later")
+FROM_NOT_VERIFIED_REFUSAL = ReplyError(550, "5.7.1", FROM_NOT_VERIFIED)
 
 
 @define
@@ -62,6 +74,7 @@ class Session:
     esmtp: bool = False
     tls: TLSInfo | None = None
     account: Account | None = None  # set by SMTP AUTH
+    principal: Principal | None = None  # the login SMTP AUTH established (names sales@alice in logs)
     ip_authorised: bool | None = None  # looked up once, on first need
     ip_account: Account | None = None  # the one account the client IP authorises, if unambiguous
     initiation: InitiationCommand | None = None  # read from the Subject of the message being received
@@ -73,7 +86,7 @@ class Session:
 
     def reset_for_tls(self, tls: TLSInfo | None) -> None:
         """RFC 3207: forget everything learnt before the TLS handshake."""
-        self.helo, self.esmtp, self.account, self.tls = "", False, None, tls
+        self.helo, self.esmtp, self.account, self.principal, self.tls = "", False, None, None, tls
 
 
 @frozen
@@ -83,6 +96,7 @@ class Authorisation:
     account: str | None
     method: AuthMethod
     initiation_list: str = ""  # the list an initiation message goes to
+    authentication_results: str = ""  # for mail authorised by its From address, when verified
 
 
 @define
@@ -92,12 +106,12 @@ class Gate:
     portal: Portal
     accounts: IAccountStore
     authorisations: IAuthorisationStore
-    throttle: FailureThrottle
     lists: ISuppressionStore
     initiation_desk: InitiationDesk | None = None
     initiation_domain: str = ""
     bounce_domain: str = ""
     local_domains: frozenset[str] = frozenset()
+    senders: FromVerification | None = None  # None: a From address authorises without SPF or DKIM
 
     def is_initiation(self, envelope: Envelope) -> bool:
         """Addressed (only) to initiation mailboxes: the Subject carries a mailing command."""
@@ -111,30 +125,28 @@ class Gate:
     # -- AUTH ----------------------------------------------------------------
 
     def authenticate(self, session: Session, username: str, password: Secret) -> "Deferred[Account]":
+        """Fire with the account charged (C{session.principal} names the login); fail with a ReplyError.
+
+        The Authenticator behind the portal throttles and logs every failure.
+        """
         return Deferred.fromCoroutine(self._authenticate(session, username, password))
 
     async def _authenticate(self, session: Session, username: str, password: Secret) -> Account:
-        keys = (session.peer_ip, f"user:{username.lower()}")  # failures count per client IP and per name
-        if any(self.throttle.blocked(key) for key in keys):
-            log.warn("auth throttled {peer} {username}", peer=session.peer_ip, username=username)
-            raise AUTH_THROTTLED
         try:
-            _, account, _ = await self.portal.login(
-                UsernamePassword(username, password.reveal()), None, IAccountAvatar
-            )
+            _, principal, _ = await self.portal.login(
+                SecretLogin(username, password, session.address), None, IPrincipalAvatar)
+        except TooManyFailures as error:
+            raise AUTH_THROTTLED.because(str(error)) from None
+        except TwoFactorRequired as error:
+            raise AUTH_USE_TOKEN.because(str(error)) from None
+        except AddressNotAuthorised as error:
+            raise AUTH_ADDRESS_REFUSED.because(str(error)) from None
         except UnauthorizedLogin as error:
-            for key in keys:
-                self.throttle.failed(key)
-            log.warn("auth failed {peer} {username}: {reason}", peer=session.peer_ip, username=username,
-                     reason=str(error))
-            raise AUTH_FAILED from None
+            raise AUTH_FAILED.because(str(error)) from None
         except TemporaryError as error:  # the directory could not answer: not the client's failure
-            log.warn("auth unavailable {peer} {username}: {reason}", peer=session.peer_ip, username=username,
-                     reason=str(error))
             raise AUTH_UNAVAILABLE.because(str(error)) from None
-        for key in keys:
-            self.throttle.succeeded(key)
-        return account  # type: ignore[no-any-return]
+        session.principal = principal
+        return principal.account  # type: ignore[no-any-return]
 
     # -- RCPT ----------------------------------------------------------------
 
@@ -156,9 +168,9 @@ class Gate:
     async def _local_recipient(self, recipient: str) -> None:
         local, _, domain = recipient.rpartition("@")
         domain = domain.lower()
-        if domain == self.initiation_domain:
-            if await self.accounts.get_account(local) is None:
-                raise UNKNOWN_MAILBOX.because(f"no account {local!r} for initiation")
+        if domain == self.initiation_domain:  # alice@ or alice+login@: the login is checked after DATA
+            if await self.accounts.get_account(mailbox_owner(local)[0]) is None:
+                raise UNKNOWN_MAILBOX.because(f"no account for initiation mailbox {local!r}")
         elif domain == self.bounce_domain and domain not in self.local_domains:
             if not local.lower().startswith(("bounces+", "unsubscribe+")):
                 raise UNKNOWN_MAILBOX.because("not a VERP return path or unsubscribe address")
@@ -192,19 +204,36 @@ class Gate:
 
     # -- end of DATA ---------------------------------------------------------
 
-    def authorise(
-        self, session: Session, envelope: Envelope, headers: HeaderSection
-    ) -> "Deferred[Authorisation]":
-        """Decide which account the message belongs to; fails with a ReplyError."""
-        return Deferred.fromCoroutine(self._authorise(session, envelope, headers))
+    def body_copy(self, session: Session, envelope: Envelope) -> BinaryIO | None:
+        """A scratch file for a copy of the message when its authorisation may rest on its From address
+        alone and must then be verified (DKIM needs the body); None otherwise.
 
-    async def _authorise(self, session: Session, envelope: Envelope, headers: HeaderSection) -> Authorisation:
+        @raise OSError: the file could not be created.
+        """
+        if self.senders is None or session.account is not None or session.ip_authorised:
+            return None
+        if all(self.is_local(recipient) for recipient in envelope.recipients) and not self.is_initiation(envelope):
+            return None
+        return self.senders.open_copy()
+
+    def authorise(
+        self, session: Session, envelope: Envelope, headers: HeaderSection, copy: BinaryIO | None = None
+    ) -> "Deferred[Authorisation]":
+        """Decide which account the message belongs to; fails with a ReplyError.
+
+        C{copy} holds the message as spooled when L{body_copy} made one.
+        """
+        return Deferred.fromCoroutine(self._authorise(session, envelope, headers, copy))
+
+    async def _authorise(self, session: Session, envelope: Envelope, headers: HeaderSection,
+                         copy: BinaryIO | None) -> Authorisation:
         initiation = [r for r in envelope.recipients if r.rpartition("@")[2].lower() == self.initiation_domain]
         if initiation and self.initiation_desk is not None:
-            return await self._initiation(session, envelope, headers)
+            return await self._initiation(session, envelope, headers, copy)
         if all(self.is_local(recipient) for recipient in envelope.recipients):
             return Authorisation(None, AuthMethod.LOCAL)
         hint = headers.smtp_username
+        results = ""
         if session.account is not None:
             account, method = session.account, AuthMethod.SMTP_AUTH
         elif await self._ip_authorised(session):
@@ -217,18 +246,40 @@ class Gate:
                 raise relaying_denied(session.peer_ip, envelope.sender or "<>").because("no header From")
             account = await self._login(session, headers, FromAddress(sender.address, hint, within))
             method = AuthMethod.FROM
+            results = await self._verified(session, envelope, headers, copy,
+                                           relaying_denied(session.peer_ip, sender.as_text))
         if account.settings.restrict_from and method is not AuthMethod.FROM:
             await self._check_restricted_from(account, headers)
-        return Authorisation(account.name, method)
+        return Authorisation(account.name, method, authentication_results=results)
 
-    async def _initiation(self, session: Session, envelope: Envelope, headers: HeaderSection) -> Authorisation:
+    async def _verified(self, session: Session, envelope: Envelope, headers: HeaderSection, copy: BinaryIO | None,
+                        refusal: ReplyError) -> str:
+        """The Authentication-Results of mail authorised by its From address alone; raises C{refusal}
+        unless SPF or DKIM authenticates it for the From domain (aligned, as DMARC says)."""
+        sender = headers.sender
+        if self.senders is None or sender is None:
+            return ""
+        signatures = [raw for name, raw in headers.fields if name == b"dkim-signature"]
+        verdict = await self.senders.verify(session.peer_ip, session.helo, envelope.sender, sender.address,
+                                            signatures, copy)
+        if verdict.passed:
+            return verdict.header
+        if verdict.temporary:
+            raise SENDER_UNVERIFIED.because(verdict.reason)
+        raise refusal.because(verdict.reason)
+
+    async def _initiation(self, session: Session, envelope: Envelope, headers: HeaderSection,
+                          copy: BinaryIO | None) -> Authorisation:
         assert self.initiation_desk is not None
         if len(envelope.recipients) != 1:
             raise ONE_INITIATION_MAILBOX.because(f"{len(envelope.recipients)} recipients with an initiation mailbox")
         sender = headers.sender
         order = await self.initiation_desk.check(envelope.recipients[0].rpartition("@")[0], session.initiation,
                                                  sender.address if sender else "", session.peer_ip)
-        return Authorisation(order.account, AuthMethod.INITIATION, initiation_list=order.list_name)
+        results = await self._verified(session, envelope, headers, copy, FROM_NOT_VERIFIED_REFUSAL) if order.by_from \
+            else ""
+        return Authorisation(order.account, AuthMethod.INITIATION, initiation_list=order.list_name,
+                             authentication_results=results)
 
     async def _login(self, session: Session, headers: HeaderSection, credentials: object) -> Account:
         try:

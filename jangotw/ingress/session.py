@@ -12,7 +12,7 @@ import base64
 import binascii
 import email.utils
 import secrets
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import attrs
 from attrs import frozen
@@ -27,9 +27,11 @@ from ..auth.credentials import Secret
 from ..errors import ReplyError, TemporaryError
 from ..interfaces import ISpool, ISpoolFile
 from ..model import Envelope, SpoolRecord, TLSInfo
+from .bodycopy import CopyingSpoolFile
 from .gate import Authorisation, Gate, Session
 from .headers import HeaderSection
 from ..initiation.parse import parse_subject
+from ..metrics import Metrics
 from .paths import parse_parameters, parse_path
 from .receiver import Receiver
 
@@ -75,7 +77,10 @@ class SMTPSession(Protocol, TimeoutMixin):
         tls_context: object | None = None,
         implicit_tls: bool = False,
         on_queued: Callable[[SpoolRecord], None] = lambda record: None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._draining = False  # the server is stopping: no new transaction
         self._on_queued = on_queued  # hands each durable message to the queue manager
         self._gate = gate
         self._spool = spool
@@ -94,6 +99,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         self._errors = 0
         self._receiver: Receiver | None = None
         self._spool_file: ISpoolFile | None = None
+        self._copy: BinaryIO | None = None  # a scratch copy of DATA, when the gate needs the body at its end
         self._auth_step: Callable[[bytes], None] | None = None
 
     # -- connection ------------------------------------------------------------
@@ -112,6 +118,22 @@ class SMTPSession(Protocol, TimeoutMixin):
         self._closing = True
         self._discard_message()
 
+    def shut_down(self) -> None:
+        """The server is stopping (L{jangotw.ingress.drain}): close now if no transaction is
+        open, else as soon as the current one ends."""
+        self._draining = True
+        self._close_if_drained()
+
+    def close_now(self) -> None:
+        """The shutdown grace is over: 421 4.3.2 and close; a message not yet acknowledged is discarded."""
+        if not self._closing:
+            self._reply(ReplyError(421, "4.3.2", f"{self._settings.hostname} Service shutting down; try again later"))
+            self._close()
+
+    def _close_if_drained(self) -> None:
+        if self._draining and not (self._busy or self.envelope is not None or self._receiver is not None):
+            self.close_now()
+
     def timeoutConnection(self) -> None:
         self._reply(ReplyError(421, "4.4.2", f"{self._settings.hostname} Idle timeout; closing connection"))
         self._close()
@@ -125,6 +147,7 @@ class SMTPSession(Protocol, TimeoutMixin):
             self._paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
         self._process()
+        self._close_if_drained()
 
     def _process(self) -> None:
         while self._buffer and not (self._busy or self._closing):
@@ -162,6 +185,7 @@ class SMTPSession(Protocol, TimeoutMixin):
             self._paused = False
             self.transport.resumeProducing()  # type: ignore[union-attr]
         self._process()
+        self._close_if_drained()
 
     def _crashed(self, failure: Failure) -> None:
         if failure.check(ReplyError):
@@ -305,7 +329,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         parts = decoded.split("\0")
         if len(parts) != 3 or not parts[1] or parts[0] not in ("", parts[1]):
             return self._send(501, "5.5.2", "Malformed AUTH PLAIN response")
-        self._run(self._authenticate(parts[1], Secret(parts[2])))
+        self._run(self._authenticate("PLAIN", parts[1], Secret(parts[2])))
 
     def _auth_login_user(self, response: bytes) -> None:
         username = self._decode(response)
@@ -319,20 +343,27 @@ class SMTPSession(Protocol, TimeoutMixin):
     def _auth_login_password(self, username: str, response: bytes) -> None:
         password = self._decode(response)
         if password is not None:
-            self._run(self._authenticate(username, Secret(password)))
+            self._run(self._authenticate("LOGIN", username, Secret(password)))
 
-    def _authenticate(self, username: str, password: Secret) -> "Deferred[None]":
+    def _authenticate(self, mechanism: str, username: str, password: Secret) -> "Deferred[None]":
         def succeeded(account: object) -> None:
             self.session.account = account  # type: ignore[assignment]
             log.info("auth ok {session_id} {peer} {account}", session_id=self.session.id,
                      peer=self.session.peer_ip, account=self.session.account.name)  # type: ignore[union-attr]
             self._send(235, "2.7.0", "Authentication successful")
 
-        return self._gate.authenticate(self.session, username, password).addCallback(succeeded)
+        def failed(failure: Failure) -> Failure:
+            if isinstance(failure.value, ReplyError):
+                self._metrics.auth_failed(mechanism, failure.value.enhanced)
+            return failure
+
+        return self._gate.authenticate(self.session, username, password).addCallbacks(succeeded, failed)
 
     def smtp_MAIL(self, argument: str) -> None:
         if not self.session.helo:
             return self._send(503, "5.5.1", "Send EHLO/HELO first")
+        if self._draining:
+            return self.close_now()
         if self.envelope is not None:
             return self._send(503, "5.5.1", "Sender already specified")
         try:
@@ -378,7 +409,12 @@ class SMTPSession(Protocol, TimeoutMixin):
                 self.envelope = attrs.evolve(current, recipients=(*current.recipients, recipient))
             self._send(250, "2.1.5", "Recipient ok")
 
-        return self._gate.recipient(self.session, envelope, recipient).addCallback(accepted)
+        def refused(failure: Failure) -> Failure:
+            if isinstance(failure.value, ReplyError):
+                self._metrics.recipient_refused(failure.value.enhanced)
+            return failure
+
+        return self._gate.recipient(self.session, envelope, recipient).addCallbacks(accepted, refused)
 
     def smtp_DATA(self, argument: str) -> None:
         if argument:
@@ -393,8 +429,15 @@ class SMTPSession(Protocol, TimeoutMixin):
             log.error("session {session_id} cannot open a spool file: {error}", session_id=self.session.id,
                       error=error)
             return self._reply(LOCAL_ERROR)
+        try:
+            self._copy = self._gate.body_copy(self.session, self.envelope)
+        except OSError as error:
+            self._discard_message()
+            log.error("session {session_id} cannot open a scratch copy: {error}", session_id=self.session.id,
+                      error=error)
+            return self._reply(LOCAL_ERROR)
         self._receiver = Receiver(
-            self._spool_file,
+            self._spool_file if self._copy is None else CopyingSpoolFile(self._spool_file, self._copy),
             self._received_header,
             self._settings.max_message_size,
             self._settings.max_header_size,
@@ -403,21 +446,27 @@ class SMTPSession(Protocol, TimeoutMixin):
         self._send(354, "2.0.0", "End data with <CR><LF>.<CR><LF>")
 
     def _end_of_data(self) -> "Deferred[None] | None":
-        receiver, spool_file, envelope = self._receiver, self._spool_file, self.envelope
+        receiver, spool_file, envelope, copy = self._receiver, self._spool_file, self.envelope, self._copy
         assert receiver is not None and spool_file is not None and envelope is not None
-        self._receiver, self.envelope = None, None
+        self._receiver, self.envelope, self._copy = None, None, None
         problem = receiver.problem or (LOOP_DETECTED if receiver.headers.loops else None)
         if problem is not None:
+            if copy is not None:
+                copy.close()
             self._discard_message()
             self._log_transaction(spool_file.message_id, envelope, None, receiver.size, problem)
             self._reply(problem)
             return None
-        return Deferred.fromCoroutine(self._accept(receiver, spool_file, envelope))
+        accepting = Deferred.fromCoroutine(self._accept(receiver, spool_file, envelope, copy))
+        if copy is not None:  # closed once the gate is done with it, whatever the outcome
+            accepting.addBoth(lambda result: (copy.close(), result)[1])
+        return accepting
 
-    async def _accept(self, receiver: Receiver, spool_file: ISpoolFile, envelope: Envelope) -> None:
+    async def _accept(self, receiver: Receiver, spool_file: ISpoolFile, envelope: Envelope,
+                      copy: BinaryIO | None) -> None:
         authorisation: Authorisation | None = None
         try:
-            authorisation = await self._gate.authorise(self.session, envelope, receiver.headers)
+            authorisation = await self._gate.authorise(self.session, envelope, receiver.headers, copy)
             if self._closing:  # the client left before its reply; connectionLost discarded the message
                 raise CONNECTION_LOST
             record = await spool_file.commit(SpoolRecord(
@@ -432,6 +481,7 @@ class SMTPSession(Protocol, TimeoutMixin):
                 size=receiver.size,
                 longest_line=receiver.longest_line,
                 initiation_list=authorisation.initiation_list,
+                authentication_results=authorisation.authentication_results,
             ))
         except ReplyError as error:
             self._discard_message()
@@ -456,6 +506,9 @@ class SMTPSession(Protocol, TimeoutMixin):
         spool_file, self._spool_file, self._receiver = self._spool_file, None, None
         if spool_file is not None:
             spool_file.abort()
+        copy, self._copy = self._copy, None
+        if copy is not None:
+            copy.close()
 
     def _received_header(self, headers: HeaderSection) -> bytes:
         """Our trace header on top of the message (RFC 5321 4.4, RFC 3848 protocol names)."""
@@ -487,6 +540,10 @@ class SMTPSession(Protocol, TimeoutMixin):
 
     def _log_transaction(self, message_id: str, envelope: Envelope, authorisation: Authorisation | None,
                          size: int, problem: ReplyError | None) -> None:
+        if problem is None:
+            self._metrics.message_accepted()
+        else:
+            self._metrics.message_refused(problem.enhanced)
         log.info(
             "{outcome} {message_id} from {peer} account={account} auth={auth_method} size={size} "
             "recipients={recipients}",

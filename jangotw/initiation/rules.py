@@ -69,6 +69,7 @@ __all__ = [
     "NO_DEFAULT_LIST",
     "LIST_HAS_NO_FROM",
     "FROM_MISMATCH",
+    "FROM_NOT_VERIFIED",
     "LOGIN_MAY_NOT_INITIATE",
     "needs_password",
     "authorise",
@@ -91,7 +92,9 @@ UNKNOWN_LIST = "unknown list"
 NO_DEFAULT_LIST = "no default list is set for this account"
 LIST_HAS_NO_FROM = "the list has no From address"
 FROM_MISMATCH = "the From address does not match the list's From address"
-LOGIN_MAY_NOT_INITIATE = "this login may not initiate mailings"
+FROM_NOT_VERIFIED = ("the message could not be verified as sent by its From address's domain: "
+                     "send it through that domain's own mail server")
+LOGIN_MAY_NOT_INITIATE = "method not allowed for this login"  # issue 6 wording; mail to alice+sales@
 
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.pipeline.test_dkim -*-
-"""DKIM signing (RFC 6376, rsa-sha256, relaxed/relaxed): the pipeline's last step.
+"""DKIM signing (RFC 6376 rsa-sha256, RFC 8463 ed25519-sha256; relaxed/relaxed): the pipeline's last step.
 
 L{sign_message} reads a spooled message and writes a copy with a
 C{DKIM-Signature} field prepended; the caller runs it in the C{cpu} thread pool
@@ -19,7 +19,12 @@ C{t=} from the caller's clock, and calls C{gen_header} with the finished tag
 list, setting C{hasher} first as C{DKIM.sign} does. C{bh=} is part of the signed
 field, so it must be known before C{gen_header} runs: nothing is patched
 afterwards. The tests verify every result with C{dkim.verify}, which pins this
-use of dkimpy's internals.
+use of dkimpy's internals. A domain with an Ed25519 key as well gets a second
+signature over the same body hash (RFC 8463 3: receivers that do not know
+the algorithm ignore it and use the RSA one).
+
+Only keys that may sign are used (L{signing_keys_for}): a key whose DNS
+record a C{domain check} found, or one the operator forced, and not retired.
 
 What is signed must be what the remote server receives, and
 L{jangotw.outbound.protocol.BodyEncoder} changes two things on the way: a bare
@@ -39,10 +44,11 @@ import re
 import shutil
 from email.utils import parseaddr
 from functools import partial
-from typing import IO, Any
+from typing import IO, Any, Sequence
 
 import dkim  # type: ignore[import-untyped]
 import idna
+import nacl.signing
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -52,15 +58,17 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from ..interfaces import IDomainStore
-from ..model import DomainKey
+from ..model import ED25519, RSA, DomainKey
 
 __all__ = [
     "SIGNED_HEADERS",
     "MIN_KEY_BITS",
     "RelaxedBodyHasher",
     "sign_message",
-    "signing_key_for",
+    "signing_keys_for",
     "new_rsa_key",
+    "new_ed25519_key",
+    "public_key_bytes",
     "dns_record",
     "split_txt",
 ]
@@ -77,7 +85,7 @@ SIGNED_HEADERS = (
 MIN_KEY_BITS = 1024
 
 _SIGNED = frozenset(name.lower().encode("ascii") for name in SIGNED_HEADERS)
-_ALGORITHM = b"rsa-sha256"
+_ALGORITHMS = {RSA: b"rsa-sha256", ED25519: b"ed25519-sha256"}
 _CANONICALISATION = b"relaxed/relaxed"
 _CHUNK = 65536
 _COPY_CHUNK = 1 << 20
@@ -248,11 +256,24 @@ class RelaxedBodyHasher:
 # -- signing ----------------------------------------------------------------------------
 
 def _private_key(key: DomainKey) -> Any:
-    """dkimpy's form of the key, after checking it is RSA of at least L{MIN_KEY_BITS} bits.
+    """dkimpy's form of the key, after checking it: RSA of at least L{MIN_KEY_BITS} bits, or Ed25519.
 
-    The PEM is read with C{cryptography} (PKCS#1 or PKCS#8) and handed to
-    dkimpy as PKCS#1, the form every dkimpy version parses.
+    An RSA PEM is read with C{cryptography} (PKCS#1 or PKCS#8) and handed to
+    dkimpy as PKCS#1, the form every dkimpy version parses; an Ed25519 key is
+    its base64 32-byte seed, which dkimpy signs with through PyNaCl.
     """
+    _tag(key.domain, "domain")
+    _tag(key.selector, "selector")
+    if key.algorithm == ED25519:
+        try:
+            seed = base64.b64decode(key.private_key, validate=True)
+        except (ValueError, UnicodeEncodeError):
+            seed = b""
+        if len(seed) != 32:
+            raise _Unsignable("the Ed25519 key is not a base64 32-byte seed")
+        return nacl.signing.SigningKey(seed)
+    if key.algorithm != RSA:
+        raise _Unsignable(f"unknown key algorithm {key.algorithm!r}")
     try:
         loaded = serialization.load_pem_private_key(key.private_key.encode("ascii"), password=None)
     except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm) as error:
@@ -305,8 +326,9 @@ def _read_header_section(source: IO[bytes], limit: int) -> bytes:
 def _signature_field(header_block: bytes, key: DomainKey, private_key: Any, body_hash: bytes,
                      now: float) -> bytes:
     """The complete C{DKIM-Signature} field, CRLF-terminated (see the module docstring)."""
+    algorithm = _ALGORITHMS[key.algorithm]
     try:
-        signer = dkim.DKIM(header_block + b"\r\n", signature_algorithm=_ALGORITHM, linesep=b"\r\n")
+        signer = dkim.DKIM(header_block + b"\r\n", signature_algorithm=algorithm, linesep=b"\r\n")
     except dkim.MessageFormatError as error:
         raise _Unsignable(f"the header section cannot be parsed: {error}") from None
     present = [name.lower() for name, _ in signer.headers]
@@ -315,7 +337,7 @@ def _signature_field(header_block: bytes, key: DomainKey, private_key: Any, body
     include = [name for name in present if name in _SIGNED] + [b"from"]
     fields = [
         (b"v", b"1"),
-        (b"a", _ALGORITHM),
+        (b"a", algorithm),
         (b"c", _CANONICALISATION),
         (b"d", _tag(key.domain, "domain")),
         (b"s", _tag(key.selector, "selector")),
@@ -324,7 +346,7 @@ def _signature_field(header_block: bytes, key: DomainKey, private_key: Any, body
         (b"bh", base64.b64encode(body_hash)),
         (b"b", b"0" * 60),  # DKIM.sign's placeholder: b= folds onto its own line
     ]
-    signer.hasher = HASH_ALGORITHMS[_ALGORITHM]  # set by DKIM.sign before it calls gen_header
+    signer.hasher = HASH_ALGORITHMS[algorithm]  # set by DKIM.sign before it calls gen_header
     canonicalisation = CanonicalizationPolicy.from_c_value(_CANONICALISATION)
     try:
         value: bytes = signer.gen_header(fields, include, canonicalisation, b"DKIM-Signature", private_key)
@@ -341,8 +363,8 @@ def _unterminated(source: IO[bytes]) -> bool:
     return source.read(1) != b"\n"
 
 
-def _sign(path_in: str, path_out: str, key: DomainKey, now: float, max_header_size: int) -> None:
-    private_key = _private_key(key)
+def _sign(path_in: str, path_out: str, keys: list[tuple[DomainKey, Any]], now: float,
+          max_header_size: int) -> None:
     with open(path_in, "rb") as source:
         header_block = _read_header_section(source, max_header_size)
         body = RelaxedBodyHasher()
@@ -353,11 +375,12 @@ def _sign(path_in: str, path_out: str, key: DomainKey, now: float, max_header_si
             raise _Unsignable("the body has a bare CR, which becomes a line end in transit")
         if body.longest_line > _WIRE_LINE_LIMIT:
             raise _Unsignable(f"a body line of {body.longest_line} octets would be broken in transit")
-        field = _signature_field(header_block, key, private_key, body_hash, now)
+        fields = b"".join(_signature_field(header_block, key, private_key, body_hash, now)
+                          for key, private_key in keys)
         source.seek(0)
         try:
             with open(path_out, "wb") as target:
-                target.write(field)
+                target.write(fields)
                 shutil.copyfileobj(source, target, _COPY_CHUNK)
                 if _unterminated(source):
                     target.write(b"\r\n")  # as the SMTP client would: the copy verifies as it is
@@ -369,31 +392,46 @@ def _sign(path_in: str, path_out: str, key: DomainKey, now: float, max_header_si
             raise
 
 
-def sign_message(path_in: str, path_out: str, key: DomainKey, now: float, *,
+def sign_message(path_in: str, path_out: str, keys: Sequence[DomainKey], now: float, *,
                  max_header_size: int = _MAX_HEADER_SECTION) -> bool:
-    """Write the message at C{path_in} to C{path_out} with a C{DKIM-Signature} field first.
+    """Write the message at C{path_in} to C{path_out} with a C{DKIM-Signature} field per key first.
 
     Blocking: run it in the C{cpu} thread pool. The body streams (constant
-    memory); the header section, at most C{max_header_size} octets, is read
-    whole. C{t=} is C{now}. A last line without a line end gets CRLF in the
-    copy, as the SMTP client would add it. The copy is not fsynced: the caller
-    commits it.
+    memory) and is hashed once for every key; the header section, at most
+    C{max_header_size} octets, is read whole. C{t=} is C{now}. A last line
+    without a line end gets CRLF in the copy, as the SMTP client would add it.
+    The copy is not fsynced: the caller commits it.
 
-    @return: True when C{path_out} holds the signed message. False, with
-        nothing written and the reason logged, when the key cannot be used
-        (unreadable, not RSA, under L{MIN_KEY_BITS} bits, a non-ASCII domain or
-        selector) or the message cannot be signed faithfully (no From field, an
-        unparsable or oversized header section, a bare CR or a line the SMTP
-        client would break): the message should then go out unsigned.
+    @return: True when C{path_out} holds the message signed with every usable
+        key. A key that cannot be used (unreadable, not RSA or Ed25519, an RSA
+        key under L{MIN_KEY_BITS} bits, a non-ASCII domain or selector) is
+        skipped with the reason logged. False, with nothing written and the
+        reason logged, when no key is usable or the message cannot be signed
+        faithfully (no From field, an unparsable or oversized header section,
+        a bare CR or a line the SMTP client would break): it should then go
+        out unsigned.
     @raise OSError: reading or writing failed (a partial C{path_out} is removed).
     """
+    usable = []
+    for key in keys:
+        try:
+            usable.append((key, _private_key(key)))
+        except _Unsignable as reason:
+            _declined(key, reason)
+    if not usable:
+        return False
     try:
-        _sign(path_in, path_out, key, now, max_header_size)
+        _sign(path_in, path_out, usable, now, max_header_size)
     except _Unsignable as reason:
-        log.warn("not DKIM-signing for {domain} (selector {selector}): {reason}",
-                 domain=key.domain, selector=key.selector, reason=str(reason))
+        for key, _ in usable:
+            _declined(key, reason)
         return False
     return True
+
+
+def _declined(key: DomainKey, reason: _Unsignable) -> None:
+    log.warn("not DKIM-signing for {domain} (selector {selector}): {reason}",
+             domain=key.domain, selector=key.selector, reason=str(reason))
 
 
 # -- keys and DNS ------------------------------------------------------------------------
@@ -408,20 +446,25 @@ def _ascii_domain(text: str) -> str | None:
         return None
 
 
-def signing_key_for(store: IDomainStore, from_address: str) -> "Deferred[DomainKey | None]":
-    """The key of the From address's own domain (no parent domains), or None.
+def signing_keys_for(store: IDomainStore, from_address: str) -> "Deferred[list[DomainKey]]":
+    """The keys to sign mail from C{from_address} with: the From domain's own (no parent domains)
+    newest RSA key that may sign, then its newest Ed25519 key that may sign, if any.
 
     C{from_address} is an address or a whole From field value (C{"Ann"
     <ann@example.com>}); an internationalised domain is looked up in its A-label
-    form, as keys are stored. Fires with None when there is no usable address
-    or no key; store failures pass through.
+    form, as keys are stored. Fires with C{[]} when there is no usable address
+    or no key may sign; store failures pass through.
     """
     address = parseaddr(from_address)[1] if "<" in from_address else from_address.strip()
     local, at, domain = address.rpartition("@")
     ascii_domain = _ascii_domain(domain) if local and at else None
     if ascii_domain is None:
-        return succeed(None)
-    found: "Deferred[DomainKey | None]" = store.domain_key(ascii_domain)
+        return succeed([])
+
+    def chosen(keys: list[DomainKey]) -> list[DomainKey]:
+        newest = {key.algorithm: key for key in keys if key.may_sign}  # keys come oldest first
+        return [newest[algorithm] for algorithm in (RSA, ED25519) if algorithm in newest]
+    found: "Deferred[list[DomainKey]]" = store.domain_keys(ascii_domain).addCallback(chosen)
     return found
 
 
@@ -434,18 +477,31 @@ def new_rsa_key(bits: int = 2048) -> str:
                              serialization.NoEncryption()).decode("ascii")
 
 
+def new_ed25519_key() -> str:
+    """A new Ed25519 private key (RFC 8463): its 32-byte seed in base64, as dkimpy reads it."""
+    return base64.b64encode(bytes(nacl.signing.SigningKey.generate())).decode("ascii")
+
+
+def public_key_bytes(key: DomainKey) -> bytes:
+    """The public half as a DKIM record's C{p=} carries it, decoded: an RSA key's DER
+    SubjectPublicKeyInfo, an Ed25519 key's 32 octets."""
+    if key.algorithm == ED25519:
+        return bytes(nacl.signing.SigningKey(base64.b64decode(key.private_key)).verify_key)
+    loaded = serialization.load_pem_private_key(key.private_key.encode("ascii"), password=None)
+    return loaded.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def dns_record(key: DomainKey) -> tuple[str, str]:
     """The TXT record that publishes C{key}'s public half: C{(name, value)}.
 
     The name is C{<selector>._domainkey.<domain>} (no final dot); the value is
-    C{v=DKIM1; k=rsa; p=<base64 SubjectPublicKeyInfo>}. Longer than one DNS
-    string: publish it as L{split_txt} strings.
+    C{v=DKIM1; k=rsa; p=<base64 SubjectPublicKeyInfo>} (C{k=ed25519} and the
+    raw key for Ed25519). Longer than one DNS string: publish it as
+    L{split_txt} strings.
     """
-    loaded = serialization.load_pem_private_key(key.private_key.encode("ascii"), password=None)
-    public = loaded.public_key().public_bytes(serialization.Encoding.DER,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo)
-    return (f"{key.selector}._domainkey.{key.domain}",
-            f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode('ascii')}")
+    public = base64.b64encode(public_key_bytes(key)).decode("ascii")
+    return f"{key.selector}._domainkey.{key.domain}", f"v=DKIM1; k={key.algorithm}; p={public}"
 
 
 def split_txt(value: str) -> list[str]:

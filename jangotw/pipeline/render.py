@@ -8,7 +8,9 @@ and recipient index, so a retry or a restart renders the same message again
 (only the DKIM signature's timestamp differs). A message that needs no
 rewriting is delivered straight from the spool, with no copy at all; one that
 needs only wrapping or signing gets one copy shared by all its recipients;
-tracking and unsubscribe links make one copy per recipient.
+tracking and unsubscribe links make one copy per recipient. Mail whose From
+address was verified at receipt gets the C{Authentication-Results} field
+recorded then (replacing any the client wrote), before it is signed.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from twisted.python.threadpool import ThreadPool
 from ..interfaces import IStore
 from ..model import Account, AuthMethod, DomainKey, SpoolRecord
 from ..tracking.links import TokenSigner, TrackingUrls, account_base_url
-from .dkim import sign_message, signing_key_for
+from .dkim import sign_message, signing_keys_for
 from .rewrite import RewritePlan, RewriteReport, rewrite
 from .runner import summary_headers
 
@@ -78,24 +80,24 @@ class Renderer:
         if account is None:
             return [(tuple(recipients), None)]
         headers = summary_headers(await self.read_headers(record))
-        key = await signing_key_for(self.store, headers.get("from-address", ""))
+        keys = await signing_keys_for(self.store, headers.get("from-address", ""))
         settings = account.settings
         campaign = record.auth_method is AuthMethod.CAMPAIGN  # list mail: To and List-Unsubscribe per member
         personal = campaign or settings.open_tracking or settings.click_tracking or settings.list_unsubscribe
         wrap = 0 < settings.wrap < record.longest_line
-        if not (personal or wrap or key is not None or record.longest_line > MAX_LINE):
+        if not (personal or wrap or keys or record.authentication_results or record.longest_line > MAX_LINE):
             return [(tuple(recipients), None)]
         if not personal:
-            path = await self._copy(record, account, key, None, "all")
+            path = await self._copy(record, account, keys, None, "all")
             return [(tuple(recipients), path)]
         positions = {recipient: index for index, recipient in enumerate(record.envelope.recipients)}
         rendering: Rendering = []
         for recipient in recipients:
-            path = await self._copy(record, account, key, positions[recipient], str(positions[recipient]))
+            path = await self._copy(record, account, keys, positions[recipient], str(positions[recipient]))
             rendering.append(((recipient,), path))
         return rendering
 
-    async def _copy(self, record: SpoolRecord, account: Account, key: DomainKey | None,
+    async def _copy(self, record: SpoolRecord, account: Account, keys: list[DomainKey],
                     index: int | None, name: str) -> str:
         path = os.path.join(self.directory, f"{record.message_id}.{name}")
         plan = self._plan(record, account, index)
@@ -104,14 +106,14 @@ class Renderer:
         if report.destinations and record.message_id not in self._links_recorded:
             await self.store.record_links(record.message_id, report.destinations)
             self._links_recorded.add(record.message_id)
-        if key is not None:
-            signed = await deferToThreadPool(self.reactor, self.cpu_pool, sign_message, path + ".tmp", path, key,
+        if keys:
+            signed = await deferToThreadPool(self.reactor, self.cpu_pool, sign_message, path + ".tmp", path, keys,
                                              self.clock.seconds())
             if signed:
                 os.unlink(path + ".tmp")
                 return path
             log.warn("DKIM signing of {message_id} with {domain} failed; sending unsigned",
-                     message_id=record.message_id, domain=key.domain)
+                     message_id=record.message_id, domain=keys[0].domain)
         os.replace(path + ".tmp", path)
         return path
 
@@ -123,6 +125,8 @@ class Renderer:
         campaign = record.auth_method is AuthMethod.CAMPAIGN
         if campaign and index is not None:
             headers = (("To", record.envelope.recipients[index]),)
+        if record.authentication_results:  # ours replaces any the client wrote (RFC 8601 5)
+            headers += (("Authentication-Results", record.authentication_results),)
         if urls is not None and (settings.list_unsubscribe or campaign):
             # RFC 8058: the header URL is the unsubscribe URL itself, never a tracking redirect.
             targets = [f"<{urls.unsubscribe(message_id, index)}>"]  # type: ignore[arg-type]

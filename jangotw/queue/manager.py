@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..interfaces import IDeliverer, IStore
+from ..metrics import Metrics
 from ..model import (BOUNCE_EVENT, SEND_EVENT, AuthMethod, OutboundMessage, PipelineWork, RecipientResult,
                      RecipientStatus, SpoolRecord, TrackingEvent)
 from ..spool.journal import HELD, NOTICE_QUEUED, PREPARED, RELEASED, DeliveryJournal, JournalEntry
@@ -81,6 +82,7 @@ class QueueManager(Service):
     renderer: Renderer | None = None  # the rewrite stages, applied as an attempt starts
     initiate: LocalDelivery | None = None  # fans an initiation message out to its list
     held_for: float = 3 * 86400.0  # how long over-quota mail is kept for a resend
+    metrics: Metrics = field(factory=Metrics)
     _messages: dict[str, MessageState] = field(factory=dict, init=False)
     _ready: dict[str, deque[str]] = field(factory=dict, init=False)
     _scheduled: set[tuple[str, str]] = field(factory=set, init=False)  # (message id, destination) ready or active
@@ -128,7 +130,11 @@ class QueueManager(Service):
     # -- intake --------------------------------------------------------------
 
     def enqueue(self, record: SpoolRecord) -> None:
-        """Take a newly spooled message: through the pipeline, then delivery at once."""
+        """Take a newly spooled message: through the pipeline, then delivery at once.
+        One handed over while stopping (a commit that completed after the shutdown grace
+        closed its session) stays in the spool for the next start."""
+        if self._stopping:
+            return
         state = MessageState.fresh(record)
         self._messages[record.message_id] = state
         if self.return_path is not None and record.account and record.envelope.sender:
@@ -169,6 +175,11 @@ class QueueManager(Service):
             await self.journal.append(record.message_id, entries)
         for entry in entries:
             state.apply(entry)
+        for _ in work.suppressed:
+            self.metrics.recipient_outcome(RecipientStatus.SUPPRESSED, now - record.received_at)
+        log.info("pipeline {message_id} for {account}: {waiting} recipient(s), {suppressed} suppressed",
+                 message_id=record.message_id, account=record.account, waiting=len(waiting),
+                 suppressed=len(work.suppressed))
         if work.held:
             log.info("holding {message_id}: {reason}", message_id=record.message_id, reason=work.held)
             self._expire_held_later(state)
@@ -391,6 +402,8 @@ class QueueManager(Service):
             return  # deleted by an administrator meanwhile
         now = self.clock.seconds()
         results = [self._expire(record, result, now) for result in results]
+        for result in results:
+            self.metrics.recipient_outcome(result.status, now - record.received_at)
         entries = [JournalEntry(now, result) for result in results]
         for entry in entries:
             state.apply(entry)

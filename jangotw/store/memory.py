@@ -1,11 +1,12 @@
 # -*- test-case-name: tests.store.test_memory -*-
-"""L{IStore} and L{IListStore} in memory: for unit tests that must stay synchronous, and the reference
-behaviour the other stores are checked against by the same contract suite."""
+"""L{IStore}, L{IListStore} and L{ICredentialStore} (L{memory_credentials}) in memory: for unit tests
+that must stay synchronous, and the reference behaviour the other stores are checked against by the
+same contract suite."""
 from __future__ import annotations
 
 import bisect
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 from attrs import define, field
@@ -14,9 +15,10 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from ..errors import InputError
-from ..interfaces import IListStore, IStore
-from ..model import (Account, AccountSettings, ContactList, DomainKey, ListMember, Suppression, TrackingEvent,
+from ..interfaces import ICredentialStore, IListStore, IStore
+from ..model import (Account, AccountSettings, ContactList, DomainKey, DomainStatus, ListMember, Suppression, TrackingEvent,
                      Usage, contact_key)
+from .memory_credentials import MemoryCredentials
 
 __all__ = ["MemoryStore"]
 
@@ -57,9 +59,9 @@ class _MemoryList:
         return self._keys
 
 
-@implementer(IStore, IListStore)
+@implementer(IStore, IListStore, ICredentialStore)
 @define
-class MemoryStore:
+class MemoryStore(MemoryCredentials):
     """Everything in dictionaries; every Deferred has already fired."""
 
     clock: IReactorTime
@@ -73,7 +75,8 @@ class MemoryStore:
     _warnings: set[tuple[int, str, int]] = field(factory=set, init=False)
     _links: dict[tuple[str, int], str] = field(factory=dict, init=False)
     _events: list[tuple[int, TrackingEvent]] = field(factory=list, init=False)
-    _domains: dict[str, DomainKey] = field(factory=dict, init=False)
+    _domains: dict[str, DomainStatus] = field(factory=dict, init=False)  # lower-case domain -> status
+    _domain_keys: dict[str, list[DomainKey]] = field(factory=dict, init=False)  # oldest first
     _contact_lists: dict[int, dict[str, _MemoryList]] = field(factory=dict, init=False)  # by contact_key(name)
     _default_lists: dict[int, str] = field(factory=dict, init=False)  # account id -> contact_key(name)
     _initiation: dict[int, str] = field(factory=dict, init=False)  # account id -> password hash
@@ -313,22 +316,65 @@ class MemoryStore:
             account = self._get(key.account)
         except InputError as error:
             return fail(error)
-        existing = self._domains.get(key.domain.lower())
-        if existing is not None and existing.account.lower() != account.name.lower():
+        domain = key.domain.lower()
+        status = self._domains.get(domain)
+        if status is not None and status.account.lower() != account.name.lower():
             return fail(InputError(f"domain {key.domain} belongs to another account"))
-        stored = attrs.evolve(key, account=account.name, domain=key.domain.lower())
-        self._domains[stored.domain] = stored
+        keys = self._domain_keys.setdefault(domain, [])
+        if any(existing.selector == key.selector.lower() for existing in keys):
+            return fail(InputError(f"{domain} already has a key with selector {key.selector.lower()}"))
+        stored = attrs.evolve(key, account=account.name, domain=domain, selector=key.selector.lower(),
+                              verified_at=None, retired_at=None)
+        keys.append(stored)
+        keys.sort(key=lambda each: (each.created, each.selector))
+        self._domains.setdefault(domain, DomainStatus(account.name, domain))
         return succeed(stored)
 
     def domain_key(self, domain: str) -> "Deferred[DomainKey | None]":
-        return succeed(self._domains.get(domain.lower()))
+        active = [key for key in self._domain_keys.get(domain.lower(), []) if key.retired_at is None]
+        return succeed(active[-1] if active else None)
+
+    def domain_keys(self, domain: str) -> "Deferred[list[DomainKey]]":
+        return succeed(list(self._domain_keys.get(domain.lower(), [])))
 
     def list_domains(self, account: str) -> "Deferred[list[DomainKey]]":
         try:
             name = self._get(account).name
         except InputError as error:
             return fail(error)
-        return succeed(sorted((k for k in self._domains.values() if k.account == name), key=lambda k: k.domain))
+        return succeed([key for domain in sorted(self._domains) if self._domains[domain].account == name
+                        for key in self._domain_keys[domain] if key.retired_at is None])
+
+    def domain_status(self, domain: str) -> "Deferred[DomainStatus | None]":
+        return succeed(self._domains.get(domain.lower()))
+
+    def record_check(self, domain: str, at: float, verified: bool,
+                     selectors: Sequence[str]) -> "Deferred[DomainStatus]":
+        lower = domain.lower()
+        status = self._domains.get(lower)
+        if status is None:
+            return fail(InputError(f"no sender domain {domain}"))
+        matched = {selector.lower() for selector in selectors}
+        self._domain_keys[lower] = [attrs.evolve(key, verified_at=at if key.selector in matched else None)
+                                    for key in self._domain_keys[lower]]
+        self._domains[lower] = attrs.evolve(status, verified=verified, checked_at=at)
+        return succeed(self._domains[lower])
+
+    def set_forced(self, domain: str, selector: str, forced: bool) -> "Deferred[DomainKey]":
+        return self._change_key(domain, selector, lambda key: attrs.evolve(key, forced=forced))
+
+    def retire_key(self, domain: str, selector: str, at: float) -> "Deferred[DomainKey]":
+        return self._change_key(domain, selector, lambda key: key if key.retired_at is not None
+                                else attrs.evolve(key, retired_at=at))
+
+    def _change_key(self, domain: str, selector: str,
+                    change: "Callable[[DomainKey], DomainKey]") -> "Deferred[DomainKey]":
+        keys = self._domain_keys.get(domain.lower(), [])
+        for index, key in enumerate(keys):
+            if key.selector == selector.lower():
+                keys[index] = change(key)
+                return succeed(keys[index])
+        return fail(InputError(f"{domain} has no key with selector {selector}"))
 
     # IListStore
 

@@ -31,8 +31,7 @@ account's number, addresses and names are lower-cased where they are keys:
     jt:account:{id}:warnings              hash    "{level}:{YYYY-MM}" -> "1" (HSETNX: new once)
     jt:account:{id}:events                hash    kind -> count (HINCRBY)
     jt:account:{id}:events:{message id}   hash    kind -> count for one message (HINCRBY)
-    jt:domain:{domain}                    hash    account_id, account, selector, private_key, created
-    jt:account:{id}:domains               set     the account's domains
+    jt:domain:{domain}...                 sender domains and their keys: see L{jangotw.store.redis_domains}
 
 Networks: an address is C{{start}}, 32 hex digits of the 16-byte big-endian
 address, IPv4 mapped into IPv6 (C{::ffff:a.b.c.d}, its prefix length +96).
@@ -73,10 +72,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..errors import InputError
-from ..interfaces import IStore
-from ..model import Account, AccountSettings, DomainKey, Suppression, TrackingEvent, Usage
+from ..interfaces import ICredentialStore, IListStore, IStore, IStoreImport
+from ..model import Account, AccountSettings, Suppression, TrackingEvent, Usage
 from . import redis_scripts as scripts
 from .redis_connection import RedisConnection, parse_redis_url
+from .redis_credentials import RedisCredentials
+from .redis_domains import RedisDomains
+from .redis_import import RedisImport
+from .redis_lists import RedisLists
 from .settings import decode_settings
 
 __all__ = ["RedisStore", "open_redis_store", "KEY_PREFIX", "RETENTION"]
@@ -132,10 +135,6 @@ def _suppression(list_name: str, value: str) -> Suppression:
     return Suppression(address, list_name, reason, float(created))
 
 
-def _domain_key(domain: str, account: str, selector: str, private_key: str, created: str) -> DomainKey:
-    return DomainKey(account, domain, selector, private_key, float(created))
-
-
 def _usage(reply: Sequence[Any], charged: bool = True) -> Usage:
     messages, size, overage_messages, overage_bytes = (int(value or 0) for value in reply)
     return Usage(messages, size, overage_messages, overage_bytes, charged=charged)
@@ -143,9 +142,9 @@ def _usage(reply: Sequence[Any], charged: bool = True) -> Usage:
 
 # -- the store ------------------------------------------------------------------------------
 
-@implementer(IStore)
+@implementer(IStore, IListStore, ICredentialStore, IStoreImport)
 @define
-class RedisStore:
+class RedisStore(RedisLists, RedisImport, RedisCredentials, RedisDomains):
     """L{IStore} on Redis; build it with L{open_redis_store}.
 
     Every method fails with L{jangotw.errors.TemporaryError} while Redis
@@ -350,32 +349,6 @@ class RedisStore:
         suffix = "events" if message_id is None else f"events:{message_id}"
         return self._on_account(account, "HGETALL", suffix).addCallback(
             lambda flat: {kind: int(count) for kind, count in _pairs(flat)})
-
-    # IDomainStore
-
-    def add_domain(self, key: DomainKey) -> "Deferred[DomainKey]":
-        """The domain is stored lower-cased, the account as its stored name."""
-        domain = key.domain.lower()
-
-        def taken(failure: Failure) -> Failure:
-            if failure.check(txredisapi.ResponseError) and str(failure.value).startswith(scripts.DOMAIN_TAKEN):
-                raise InputError(f"domain {domain} belongs to another account")
-            return failure
-        return self._for_account(key.account, scripts.ADD_DOMAIN, domain, key.selector, key.private_key,
-                                 float(key.created)).addCallbacks(
-            lambda name: attrs.evolve(key, account=name, domain=domain, created=float(key.created)), taken)
-
-    def domain_key(self, domain: str) -> "Deferred[DomainKey | None]":
-        lower = domain.lower()
-
-        def found(reply: list[Any]) -> DomainKey | None:
-            return None if reply[0] is None else _domain_key(lower, *reply)
-        return self._command("HMGET", self._key("domain", lower), "account", "selector", "private_key",
-                             "created").addCallback(found)
-
-    def list_domains(self, account: str) -> "Deferred[list[DomainKey]]":
-        return self._for_account(account, scripts.LIST_DOMAINS).addCallback(
-            lambda rows: sorted((_domain_key(*row) for row in rows), key=lambda key: key.domain))
 
     # IStore
 

@@ -28,14 +28,13 @@ import hashlib
 from attrs import field, frozen
 
 __all__ = [
-    "Script", "NO_ACCOUNT", "DOMAIN_TAKEN",
+    "Script", "account_script", "NO_ACCOUNT",
     "ADD_ACCOUNT", "GET_ACCOUNT", "LIST_ACCOUNTS", "UPDATE_ACCOUNT", "ON_ACCOUNT",
     "ADD_IP", "REMOVE_IP", "ACCOUNTS_FOR_IP", "ADD_FROM", "REMOVE_FROM", "ACCOUNTS_FOR_FROM",
-    "SUPPRESS", "RECORD_SEND", "CHARGE", "RECORD_LINKS", "RECORD_EVENT", "ADD_DOMAIN", "LIST_DOMAINS",
+    "SUPPRESS", "RECORD_SEND", "CHARGE", "RECORD_LINKS", "RECORD_EVENT",
 ]
 
 NO_ACCOUNT = "JT_NO_ACCOUNT"
-DOMAIN_TAKEN = "JT_DOMAIN_TAKEN"
 
 
 @frozen
@@ -80,8 +79,13 @@ end
 """
 
 
-def _script(name: str, body: str) -> Script:
+def account_script(name: str, body: str) -> Script:
+    """A script that starts with the helpers above (C{P}, C{require_account}, C{account_row},
+    C{enabled_rows}); the store's mixins (contact lists, credentials, import) build theirs with it too."""
     return Script(name, _PRELUDE + body)
+
+
+_script = account_script
 
 
 # ARGV: prefix, lower name, name, created, "1" if there is a password hash, the hash.
@@ -310,31 +314,4 @@ redis.call('HINCRBY', key, ARGV[3], 1)
 redis.call('HINCRBY', key .. ':' .. ARGV[4], ARGV[3], 1)
 redis.call('EXPIRE', key .. ':' .. ARGV[4], ARGV[5])
 return 0
-""")
-
-# ARGV: prefix, lower name, lower-cased domain, selector, private key, created.
-# Returns the account's stored name; fails with JT_DOMAIN_TAKEN if another account has the domain.
-ADD_DOMAIN = _script("add_domain", """
-local id = require_account(ARGV[2])
-local name = redis.call('HGET', P .. 'account:' .. id, 'name')
-local key = P .. 'domain:' .. ARGV[3]
-local owner = redis.call('HGET', key, 'account_id')
-if owner and owner ~= id then
-  return redis.error_reply('""" + DOMAIN_TAKEN + """ the domain belongs to another account')
-end
-redis.call('HSET', key, 'account_id', id, 'account', name, 'selector', ARGV[4], 'private_key', ARGV[5],
-           'created', ARGV[6])
-redis.call('SADD', P .. 'account:' .. id .. ':domains', ARGV[3])
-return name
-""")
-
-# ARGV: prefix, lower name. Returns {{domain, account, selector, private key, created}, ...}, unordered.
-LIST_DOMAINS = _script("list_domains", """
-local id = require_account(ARGV[2])
-local rows = {}
-for _, domain in ipairs(redis.call('SMEMBERS', P .. 'account:' .. id .. ':domains')) do
-  local key = redis.call('HMGET', P .. 'domain:' .. domain, 'account', 'selector', 'private_key', 'created')
-  table.insert(rows, {domain, key[1], key[2], key[3], key[4]})
-end
-return rows
 """)

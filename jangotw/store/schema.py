@@ -191,6 +191,108 @@ MIGRATIONS: tuple[str, ...] = (
         password_hash TEXT    NOT NULL
     );
     """,
+    # 5: additional logins, API tokens, login IP rules and two-factor state.
+    """
+    -- An additional login of an account. name keeps the spelling it was
+    -- created with; name_key is name.lower() (by Python, as the other stores
+    -- fold it), unique per account. capabilities is a sorted JSON array.
+    CREATE TABLE login (
+        id            INTEGER PRIMARY KEY,
+        account_id    INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        name          TEXT    NOT NULL,
+        name_key      TEXT    NOT NULL,
+        capabilities  TEXT    NOT NULL,
+        created       REAL    NOT NULL,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        password_hash TEXT,
+        UNIQUE (account_id, name_key),
+        UNIQUE (id, account_id)
+    );
+
+    -- In the tables below login_id NULL is the account's own (primary) login;
+    -- the composite key refuses another account's login, and deleting a login
+    -- deletes its rows. Unique indexes on ifnull(login_id, 0) make the primary
+    -- login one login too (NULLs are never equal in a UNIQUE constraint).
+
+    -- An API token by its public id (exact match); only its secret's hash is
+    -- kept. Times are seconds since the epoch, 0 for never; rowid keeps the
+    -- order tokens created in the same second were added in.
+    CREATE TABLE api_token (
+        id          TEXT    NOT NULL PRIMARY KEY,
+        account_id  INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        login_id    INTEGER,
+        scopes      TEXT    NOT NULL,
+        label       TEXT    NOT NULL,
+        created     REAL    NOT NULL,
+        secret_hash TEXT    NOT NULL,
+        expires     REAL    NOT NULL DEFAULT 0,
+        last_used   REAL    NOT NULL DEFAULT 0,
+        revoked     REAL    NOT NULL DEFAULT 0,
+        FOREIGN KEY (login_id, account_id) REFERENCES login (id, account_id) ON DELETE CASCADE
+    );
+    CREATE INDEX api_token_account ON api_token (account_id, created);
+
+    -- Where a login may authenticate from: textual addresses first..last (one
+    -- family) for the JSON array of scopes; id is the order rules were added in.
+    CREATE TABLE ip_rule (
+        id         INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        login_id   INTEGER,
+        first      TEXT    NOT NULL,
+        last       TEXT    NOT NULL,
+        scopes     TEXT    NOT NULL,
+        created    REAL    NOT NULL,
+        FOREIGN KEY (login_id, account_id) REFERENCES login (id, account_id) ON DELETE CASCADE
+    );
+    CREATE UNIQUE INDEX ip_rule_range ON ip_rule (account_id, ifnull(login_id, 0), first, last);
+
+    -- A login's TOTP state: last_step is the newest accepted time step, moved
+    -- forward by one conditional UPDATE so a code is accepted once.
+    CREATE TABLE two_factor (
+        id         INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        login_id   INTEGER,
+        secret     TEXT    NOT NULL,
+        enabled    INTEGER NOT NULL DEFAULT 0,
+        last_step  INTEGER NOT NULL DEFAULT 0,
+        FOREIGN KEY (login_id, account_id) REFERENCES login (id, account_id) ON DELETE CASCADE
+    );
+    CREATE UNIQUE INDEX two_factor_login ON two_factor (account_id, ifnull(login_id, 0));
+
+    -- The SHA-256 hex digests of a login's unused recovery codes; using one
+    -- deletes its row.
+    CREATE TABLE recovery_code (
+        two_factor_id INTEGER NOT NULL REFERENCES two_factor (id) ON DELETE CASCADE,
+        code_hash     TEXT    NOT NULL,
+        PRIMARY KEY (two_factor_id, code_hash)
+    ) WITHOUT ROWID;
+    """,
+    # 6: several DKIM keys per sender domain (rotation, Ed25519), and each domain's check status.
+    """
+    -- Every DKIM key of a sender domain, by its (lower-cased) selector. A key
+    -- signs once a check found its record (verified_at) or the operator forced
+    -- it, until it is retired; retired rows stay, so no selector is reused.
+    -- Keys of earlier versions start unverified: run jangomail-admin domain check.
+    CREATE TABLE domain_key (
+        domain      TEXT    NOT NULL REFERENCES sender_domain (domain) ON DELETE CASCADE,
+        selector    TEXT    NOT NULL,
+        algorithm   TEXT    NOT NULL DEFAULT 'rsa',
+        private_key TEXT    NOT NULL,
+        created     REAL    NOT NULL,
+        verified_at REAL,
+        forced      INTEGER NOT NULL DEFAULT 0,
+        retired_at  REAL,
+        PRIMARY KEY (domain, selector)
+    ) WITHOUT ROWID;
+    INSERT INTO domain_key (domain, selector, private_key, created)
+        SELECT domain, selector, private_key, created FROM sender_domain;
+
+    -- A sender domain row now holds its owner and the last check's verdict.
+    ALTER TABLE sender_domain DROP COLUMN selector;
+    ALTER TABLE sender_domain DROP COLUMN private_key;
+    ALTER TABLE sender_domain ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sender_domain ADD COLUMN checked_at REAL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

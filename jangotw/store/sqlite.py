@@ -2,7 +2,8 @@
 """The embedded store: accounts, relay authorisation, suppression lists, the send
 log, monthly usage, tracking, sender domains and contact lists in one SQLite file
 (the SQL for all but accounts is in L{sqlite_lists}, L{sqlite_usage},
-L{sqlite_domains} and L{sqlite_contacts}).
+L{sqlite_domains} and L{sqlite_contacts}), and logins, API tokens, login IP
+rules and two-factor state (L{sqlite_credentials}).
 
 Every query runs in a thread, never on the reactor: writes on one connection
 in a pool of one thread (so this process's writes are serialised), reads on a
@@ -28,15 +29,17 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..errors import InputError
-from ..interfaces import IListStore, IStore
-from ..model import (Account, AccountSettings, ContactList, DomainKey, ListMember, Suppression, TrackingEvent,
-                     Usage, contact_key)
+from ..interfaces import ICredentialStore, IListStore, IStore, IStoreExport
+from ..model import (Account, AccountSettings, ContactList, DomainKey, DomainStatus, ListMember, Suppression,
+                     TrackingEvent, Usage, contact_key)
 from . import sqlite_contacts as contacts
 from . import sqlite_domains as domains
 from . import sqlite_lists as lists
 from . import sqlite_usage as activity
 from .schema import migrate
 from .settings import decode_settings
+from .sqlite_credentials import SQLiteCredentials
+from .sqlite_export import SQLiteExport
 
 __all__ = ["SQLiteStore", "open_sqlite_store", "BUSY_TIMEOUT_MS"]
 
@@ -95,6 +98,11 @@ def _accounts(rows: _Rows) -> list[Account]:
 
 def _one_account(rows: _Rows) -> Account:
     return _accounts(rows)[0]
+
+
+def _domain_key(row: domains.KeyRow) -> DomainKey:
+    account, domain, selector, private_key, created, algorithm, verified_at, forced, retired_at = row
+    return DomainKey(account, domain, selector, private_key, created, algorithm, verified_at, forced, retired_at)
 
 
 def _contact_list(row: contacts.ListRow) -> ContactList:
@@ -231,10 +239,11 @@ def _read_transaction(txn: Transaction, interaction: Callable[..., _T], *args: o
 
 # -- the store ----------------------------------------------------------------------------
 
-@implementer(IStore, IListStore)
+@implementer(IStore, IListStore, ICredentialStore, IStoreExport)
 @define
-class SQLiteStore:
-    """L{IStore} and L{IListStore} on SQLite; build it with L{open_sqlite_store}, which applies migrations.
+class SQLiteStore(SQLiteCredentials, SQLiteExport):
+    """L{IStore}, L{IListStore} and L{ICredentialStore} on SQLite; build it with L{open_sqlite_store},
+    which applies migrations.
 
     A network given as IPv6 also matches IPv4 clients whose mapped address it
     contains (so C{::/0} matches every client).
@@ -390,17 +399,38 @@ class SQLiteStore:
     # IDomainStore
 
     def add_domain(self, key: DomainKey) -> "Deferred[DomainKey]":
-        """The domain is stored lower-cased, the account as its stored name."""
-        return self._write(domains.upsert_domain, key.account, key.domain.lower(), key.selector, key.private_key,
-                           key.created).addCallback(lambda row: DomainKey(*row))
+        """The domain and selector are stored lower-cased, the account as its stored name."""
+        return self._write(domains.insert_key, key.account, key.domain.lower(), key.selector.lower(),
+                           key.private_key, key.created, key.algorithm, key.forced).addCallback(_domain_key)
 
     def domain_key(self, domain: str) -> "Deferred[DomainKey | None]":
-        return self._read(domains.select_domain, domain.lower()).addCallback(
-            lambda row: None if row is None else DomainKey(*row))
+        def newest(keys: list[DomainKey]) -> DomainKey | None:
+            active = [key for key in keys if key.retired_at is None]
+            return active[-1] if active else None
+        return self.domain_keys(domain).addCallback(newest)
+
+    def domain_keys(self, domain: str) -> "Deferred[list[DomainKey]]":
+        return self._read(domains.select_keys, domain.lower()).addCallback(
+            lambda rows: [_domain_key(row) for row in rows])
 
     def list_domains(self, account: str) -> "Deferred[list[DomainKey]]":
-        return self._read(_by_account, domains.select_domains, account).addCallback(
-            lambda rows: [DomainKey(*row) for row in rows])
+        return self._read(_by_account, domains.select_account_keys, account).addCallback(
+            lambda rows: [_domain_key(row) for row in rows])
+
+    def domain_status(self, domain: str) -> "Deferred[DomainStatus | None]":
+        return self._read(domains.select_status, domain.lower()).addCallback(
+            lambda row: None if row is None else DomainStatus(*row))
+
+    def record_check(self, domain: str, at: float, verified: bool,
+                     selectors: Sequence[str]) -> "Deferred[DomainStatus]":
+        return self._write(domains.update_check, domain.lower(), at, verified,
+                           [selector.lower() for selector in selectors]).addCallback(lambda row: DomainStatus(*row))
+
+    def set_forced(self, domain: str, selector: str, forced: bool) -> "Deferred[DomainKey]":
+        return self._write(domains.update_forced, domain.lower(), selector.lower(), forced).addCallback(_domain_key)
+
+    def retire_key(self, domain: str, selector: str, at: float) -> "Deferred[DomainKey]":
+        return self._write(domains.update_retired, domain.lower(), selector.lower(), at).addCallback(_domain_key)
 
     # IListStore
 

@@ -37,6 +37,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ..interfaces import IStore
+from ..metrics import Metrics
 from ..model import UNSUBSCRIBE_LIST, TrackingEvent
 from .links import MAX_TOKEN_LENGTH, TokenSigner, personalise
 
@@ -97,6 +98,7 @@ class _Tracker:
 
     store: IStore
     clock: IReactorTime
+    metrics: Metrics
 
     async def open(self, message_id: str, recipient_index: int, user_agent: str) -> bool:
         sent = await self.store.find_send(message_id, recipient_index)
@@ -105,6 +107,7 @@ class _Tracker:
         account, recipient = sent
         await self.store.record_event(account, TrackingEvent(OPEN, message_id, recipient, self.clock.seconds(),
                                                              detail=user_agent[:_MAX_DETAIL]))
+        self.metrics.tracking_event(OPEN)
         return True
 
     async def destination(self, message_id: str, link_index: int) -> str | None:
@@ -124,6 +127,7 @@ class _Tracker:
         account, recipient = sent
         await self.store.record_event(account, TrackingEvent(CLICK, message_id, recipient, self.clock.seconds(),
                                                              detail=destination))
+        self.metrics.tracking_event(CLICK)
         return True
 
     async def recipient(self, message_id: str, recipient_index: int) -> str | None:
@@ -139,6 +143,7 @@ class _Tracker:
         if await self.store.suppress(account, UNSUBSCRIBE_LIST, recipient, UNSUBSCRIBE_REASON):
             await self.store.record_event(account, TrackingEvent(UNSUBSCRIBE, message_id, recipient,
                                                                  self.clock.seconds()))
+            self.metrics.tracking_event(UNSUBSCRIBE)
             log.info("recipient {recipient_index} of {message_id} unsubscribed from {account}",
                      recipient_index=recipient_index, message_id=message_id, account=account)
         return recipient
@@ -382,9 +387,10 @@ class _TrackingSite(Site):
 
 
 def tracking_root(store: IStore, signer: TokenSigner, clock: IReactorTime,
-                  timeout: float = STORE_TIMEOUT) -> Resource:
-    """The resource tree: C{/o.z}, C{/c.z} and C{/u.z}; everything else is 404."""
-    tracker = _Tracker(store, clock)
+                  timeout: float = STORE_TIMEOUT, metrics: Metrics | None = None) -> Resource:
+    """The resource tree: C{/o.z}, C{/c.z} and C{/u.z}; everything else is 404.
+    Recorded events are counted on C{metrics} (the server's)."""
+    tracker = _Tracker(store, clock, Metrics() if metrics is None else metrics)
     root = _Root()
     root.putChild(b"o.z", _OpenPixel(tracker, signer, timeout))
     root.putChild(b"c.z", _Click(tracker, signer, timeout))
@@ -393,9 +399,9 @@ def tracking_root(store: IStore, signer: TokenSigner, clock: IReactorTime,
 
 
 def tracking_site(store: IStore, signer: TokenSigner, clock: IReactorTime,
-                  timeout: float = STORE_TIMEOUT) -> Site:
+                  timeout: float = STORE_TIMEOUT, metrics: Metrics | None = None) -> Site:
     """The tracking server's HTTP factory, for every C{[tracking] listen} endpoint.
 
     C{clock} (the reactor, as L{IReactorTime}) times out idle connections and slow store calls.
     """
-    return _TrackingSite(tracking_root(store, signer, clock, timeout), timeout=IDLE_TIMEOUT, reactor=clock)
+    return _TrackingSite(tracking_root(store, signer, clock, timeout, metrics), timeout=IDLE_TIMEOUT, reactor=clock)

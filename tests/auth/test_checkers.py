@@ -1,49 +1,60 @@
-"""The password checker: argon2id verification and rehashing with current parameters."""
+"""The relay portal: SMTP AUTH's checker hands the Authenticator's Principal to the realm."""
 from __future__ import annotations
 
-from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin
+from ipaddress import ip_address, ip_network
+
+from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from jangotw.auth.checkers import PasswordChecker
-from jangotw.auth.passwords import PasswordHasher
+from jangotw.auth.checkers import ClientAddressChecker, SecretLoginChecker
+from jangotw.auth.credentials import ClientAddress, Secret, SecretLogin
+from jangotw.auth.principals import Authenticator, BadCredentials, Principal
+from jangotw.auth.realm import AccountRealm, IAccountAvatar, IPrincipalAvatar
+from jangotw.auth.throttle import FailureThrottle
+from jangotw.model import Account, Login
 from jangotw.store.memory import MemoryStore
 from jangotw.testing import fast_hasher
 
 PASSWORD = "copper lantern orbit meadow"
+CLIENT = ip_address("192.0.2.10")
 
 
-class RehashTests(SynchronousTestCase):
+class PortalTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.store = MemoryStore(Clock())
-        self.old = fast_hasher()  # weak parameters, as an older release might have stored
-        self.current = PasswordHasher()
-        self.successResultOf(self.store.add_account("alice", self.old.hash(PASSWORD)))
+        clock = Clock()
+        store = MemoryStore(clock)
+        hasher = fast_hasher()
+        self.successResultOf(store.add_account("alice", hasher.hash(PASSWORD)))
+        self.successResultOf(store.add_login(Login("alice", "sales", frozenset({"relay"}),
+                                                   password_hash=hasher.hash(PASSWORD))))
+        self.successResultOf(store.add_ip("alice", ip_network("192.0.2.0/24")))
 
         def verify(password_hash: str, password: str) -> "Deferred[bool]":
-            return succeed(self.current.verify(password_hash, password))
+            return succeed(hasher.verify(password_hash, password))
 
-        def rehash(password_hash: str, password: str) -> "Deferred[str | None]":
-            return succeed(self.current.hash(password) if self.current.needs_rehash(password_hash) else None)
+        authenticator = Authenticator(accounts=store, credentials=store, verify=verify,
+                                      throttle=FailureThrottle(clock, limit=3, window=60), clock=clock)
+        self.portal = Portal(AccountRealm(store), [SecretLoginChecker(authenticator), ClientAddressChecker(store)])
 
-        self.checker = PasswordChecker(self.store, verify, rehash)
+    def test_smtp_auth_avatar_is_the_principal(self) -> None:
+        interface, avatar, _ = self.successResultOf(
+            self.portal.login(SecretLogin("sales@alice", Secret(PASSWORD), CLIENT), None, IPrincipalAvatar))
+        self.assertIs(interface, IPrincipalAvatar)
+        self.assertIsInstance(avatar, Principal)
+        self.assertEqual((avatar.account.name, avatar.name), ("alice", "sales@alice"))
 
-    def stored(self) -> str:
-        account = self.successResultOf(self.store.get_account("alice"))
-        assert account is not None and account.password_hash is not None
-        return account.password_hash
+    def test_refusals_pass_through(self) -> None:
+        self.failureResultOf(
+            self.portal.login(SecretLogin("alice", Secret("wrong"), CLIENT), None, IPrincipalAvatar), BadCredentials)
 
-    def test_login_upgrades_an_outdated_hash(self) -> None:
-        """A successful login stores a hash with the current argon2 parameters; it still verifies."""
-        self.assertTrue(self.current.needs_rehash(self.stored()))
-        self.assertEqual(self.successResultOf(self.checker.requestAvatarId(UsernamePassword("alice", PASSWORD))),
-                         "alice")
-        self.assertFalse(self.current.needs_rehash(self.stored()))
-        self.assertTrue(self.current.verify(self.stored(), PASSWORD))
+    def test_client_address_avatar_is_the_account(self) -> None:
+        interface, avatar, _ = self.successResultOf(
+            self.portal.login(ClientAddress(CLIENT), None, IAccountAvatar))
+        self.assertIs(interface, IAccountAvatar)
+        self.assertIsInstance(avatar, Account)
+        self.assertEqual(avatar.name, "alice")
 
-    def test_failed_login_changes_nothing(self) -> None:
-        before = self.stored()
-        self.failureResultOf(self.checker.requestAvatarId(UsernamePassword("alice", "wrong")), UnauthorizedLogin)
-        self.assertEqual(self.stored(), before)
+    def test_secret_never_in_repr(self) -> None:
+        self.assertNotIn(PASSWORD, repr(SecretLogin("alice", Secret(PASSWORD), CLIENT)))

@@ -1,9 +1,9 @@
 """LDAP logins against a real slapd: search-then-bind, filter escaping, group mapping, outages."""
 from __future__ import annotations
 
+from ipaddress import ip_address
 from typing import Any
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
@@ -13,11 +13,13 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
-from jangotw.auth.checkers import LocalThenDirectoryChecker, PasswordChecker
 from jangotw.auth.credentials import Secret
 from jangotw.auth.ldap import LDAPDirectory, LDAPLogin
+from jangotw.auth.principals import AddressNotAuthorised, Authenticator, NotPermitted
+from jangotw.auth.throttle import FailureThrottle
 from jangotw.config import parse_group_mapping
 from jangotw.errors import TemporaryError
+from jangotw.model import PRIMARY, IPRule, Login
 from jangotw.store.memory import MemoryStore
 from jangotw.testing import fast_hasher
 from tests.support.slapd import (
@@ -27,6 +29,7 @@ from tests.support.slapd import (
 
 GROUP_MAP = (f"{RELAY_GROUP} -> shop relay,reports", f"{API_GROUP} -> shop api")
 RELAY = frozenset({"relay", "reports"})
+LOOPBACK = ip_address("127.0.0.1")
 
 
 class DirectoryTestCase(TestCase):
@@ -188,7 +191,7 @@ class TLSTests(DirectoryTestCase):
 
 
 class LocalThenDirectoryTests(DirectoryTestCase):
-    """The SMTP AUTH checker: local accounts first, then the directory, which must grant relay."""
+    """SMTP AUTH (the Authenticator): local accounts first, then the directory, which must grant relay."""
 
     LOCAL_PASSWORD = "copper lantern orbit meadow"
 
@@ -201,25 +204,38 @@ class LocalThenDirectoryTests(DirectoryTestCase):
         def verify(password_hash: str, password: str) -> "Deferred[bool]":
             return succeed(hasher.verify(password_hash, password))
 
+        self.verify = verify
         self.local_hash = hasher.hash(self.LOCAL_PASSWORD)
-        self.checker = LocalThenDirectoryChecker(PasswordChecker(self.store, verify), self.store, self.directory)
+        self.authenticator = self.make_authenticator(self.directory)
 
-    def check(self, username: str, password: str) -> "Deferred[str]":
-        return self.checker.requestAvatarId(UsernamePassword(username, password))
+    def make_authenticator(self, directory: LDAPDirectory) -> Authenticator:
+        clock = Clock()
+        return Authenticator(accounts=self.store, credentials=self.store, verify=self.verify,
+                             throttle=FailureThrottle(clock, limit=100, window=60), clock=clock, directory=directory)
+
+    def check(self, username: str, password: str, authenticator: Authenticator | None = None) -> "Deferred[str]":
+        login = (authenticator or self.authenticator).smtp_login(username, Secret(password), LOOPBACK)
+        return login.addCallback(lambda principal: principal.account.name)
 
     async def test_directory_user_with_relay_is_the_mapped_account(self) -> None:
         self.assertEqual(await self.check("alice", ALICE.password), "shop")
 
     async def test_directory_user_without_relay_refused(self) -> None:
         """bob's password is right, but his group grants only api: no SMTP."""
-        error = await self.assertFailure(self.check("bob", BOB.password), UnauthorizedLogin)
-        self.assertIn("without relay", str(error))
+        error = await self.assertFailure(self.check("bob", BOB.password), NotPermitted)
+        self.assertIn("lacks the relay capability", str(error))
 
     async def test_local_account_shadows_directory_user(self) -> None:
         """A local account of the same name decides alone: the directory password does not work."""
         await self.store.add_account("alice", self.local_hash)
         await self.assertFailure(self.check("alice", ALICE.password), UnauthorizedLogin)
         self.assertEqual(await self.check("alice", self.LOCAL_PASSWORD), "alice")
+
+    async def test_local_login_shadows_directory_user(self) -> None:
+        """A directory user called sales@shop cannot take over login sales of account shop."""
+        await self.store.add_login(Login("shop", "sales", password_hash=self.local_hash))
+        await self.assertFailure(self.check("sales@shop", ALICE.password), UnauthorizedLogin)
+        self.assertEqual(await self.check("sales@shop", self.LOCAL_PASSWORD), "shop")
 
     async def test_local_account_answers_while_directory_is_down(self) -> None:
         await self.store.add_account("local", self.local_hash)
@@ -231,7 +247,12 @@ class LocalThenDirectoryTests(DirectoryTestCase):
         await self.store.set_disabled("shop", True)
         error = await self.assertFailure(self.check("alice", ALICE.password), UnauthorizedLogin)
         self.assertIn("missing or disabled", str(error))
-        checker = LocalThenDirectoryChecker(self.checker.local, self.store, self.make_directory(
-            group_map=(f"{RELAY_GROUP} -> nosuch relay",)))
-        await self.assertFailure(checker.requestAvatarId(UsernamePassword("alice", ALICE.password)),
-                                 UnauthorizedLogin)
+        authenticator = self.make_authenticator(self.make_directory(group_map=(f"{RELAY_GROUP} -> nosuch relay",)))
+        await self.assertFailure(self.check("alice", ALICE.password, authenticator), UnauthorizedLogin)
+
+    async def test_account_ip_rules_bind_directory_users(self) -> None:
+        """The account's own IP rules apply to everyone charged to it, directory users too."""
+        await self.store.add_ip_rule(IPRule("shop", PRIMARY, "192.0.2.1", "192.0.2.1", frozenset({"smtp"})))
+        await self.assertFailure(self.check("alice", ALICE.password), AddressNotAuthorised)
+
+

@@ -49,7 +49,7 @@ class TextTests(SynchronousTestCase):
         self.assertEqual(NO_DEFAULT_LIST, "no default list is set for this account")
         self.assertEqual(LIST_HAS_NO_FROM, "the list has no From address")
         self.assertEqual(FROM_MISMATCH, "the From address does not match the list's From address")
-        self.assertEqual(LOGIN_MAY_NOT_INITIATE, "this login may not initiate mailings")
+        self.assertEqual(LOGIN_MAY_NOT_INITIATE, "method not allowed for this login")
         self.assertEqual(PASSWORD_NOT_USED, 'this account initiates by From address without a password: '
                                             'start the subject with "[send ListName] Subject" or "[send] Subject"')
 

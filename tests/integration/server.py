@@ -48,7 +48,8 @@ def client_tls() -> ssl.SSLContext:
 
 def config_document(data_dir: str, cert: tuple[str, str], **sections: dict[str, Any]) -> dict[str, Any]:
     document: dict[str, Any] = {
-        "server": {"hostname": "relay.test", "data_dir": data_dir},
+        "server": {"hostname": "relay.test", "data_dir": data_dir, "shutdown_grace": 5},
+        "admin": {"listen": ["tcp:0:interface=127.0.0.1"]},
         "smtp": {"listen": ["tcp:0:interface=127.0.0.1"], "tls_listen": ["tcp:0:interface=127.0.0.1"]},
         "tls": {"certificate": cert[0], "key": cert[1]},
         # Ingress tests look at the spool: keep mail there. Delivery tests override both keys;
@@ -83,8 +84,8 @@ class ServerTestCase(TestCase):
         self.data_dir = os.path.abspath(self.mktemp())
         return parse_config(config_document(self.data_dir, certificate(os.path.abspath("certs")), **sections))
 
-    async def start(self, config: Config | None = None) -> RelayService:
-        service = RelayService(config or self.config(), reactor)
+    async def start(self, config: Config | None = None, config_path: str = "") -> RelayService:
+        service = RelayService(config or self.config(), reactor, config_path)
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
         await service.ready
@@ -205,12 +206,28 @@ _LISTENING = re.compile(r"listening on (\S+) at .*port=(\d+)")
 class TwistdProcess:
     """C{twistd -n jangomail} as a child process, for crash and memory tests."""
 
-    def __init__(self, config_path: str, log_path: str, listeners: int = 2) -> None:
+    def __init__(self, config_path: str, log_path: str, listeners: int = 2, arguments: tuple[str, ...] = ()) -> None:
         self.config_path = config_path
         self.listeners = listeners
         self.log_path = log_path
+        self.arguments = arguments  # given to the jangomail plugin, e.g. ("--log-format", "json")
         self.transport: Any = None
         self.ports: dict[str, int] = {}
+        self.output = ""
+        self._waiting: list[tuple[str, Deferred[None]]] = []
+
+    def logged(self, text: str) -> "Deferred[None]":
+        """Fires once the process's output contains C{text} (at once if it already does)."""
+        found: Deferred[None] = Deferred()
+        self._waiting.append((text, found))
+        self._check_output()
+        return found
+
+    def _check_output(self) -> None:
+        for entry in list(self._waiting):
+            if entry[0] in self.output:
+                self._waiting.remove(entry)
+                entry[1].callback(None)
 
     def start(self) -> "Deferred[dict[str, int]]":
         from twisted.internet.protocol import ProcessProtocol
@@ -227,6 +244,8 @@ class TwistdProcess:
                 with open(process.log_path, "ab") as handle:
                     handle.write(data)
                 self.buffer += data.decode("utf-8", "replace")
+                process.output = self.buffer
+                process._check_output()
                 for name, port in _LISTENING.findall(self.buffer):
                     process.ports[name] = int(port)
                 if not ready.called and len(process.ports) >= process.listeners:
@@ -243,7 +262,7 @@ class TwistdProcess:
 
         # "python -m twisted" is twist(1), which knows no -n: run twistd itself.
         argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "jangomail", "--config", self.config_path]
+                "-n", "--pidfile=", "jangomail", "--config", self.config_path, *self.arguments]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         self.transport = reactor.spawnProcess(Output(), sys.executable, argv, env=env)
         return ready
@@ -278,9 +297,9 @@ class ProcessTestCase(TestCase):
 
     timeout = 120
 
-    async def start_twistd(self, **sections: dict[str, Any]) -> TwistdProcess:
+    async def start_twistd(self, arguments: tuple[str, ...] = (), **sections: dict[str, Any]) -> TwistdProcess:
         """Write the configuration, create account C{shop} (IP 127.0.0.0/8) with the admin
-        CLI, start twistd and wait until both listeners listen."""
+        CLI, start twistd (with plugin C{arguments}) and wait until both listeners listen."""
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         self.data_dir = os.path.join(directory, "data")
@@ -291,7 +310,7 @@ class ProcessTestCase(TestCase):
         self.relay_config = parse_config(document)
         await self.admin("account", "add", "shop", "--no-password")
         await self.admin("ip", "add", "shop", "127.0.0.0/8")
-        process = TwistdProcess(self.config_path, os.path.join(directory, "twistd.log"))
+        process = TwistdProcess(self.config_path, os.path.join(directory, "twistd.log"), arguments=arguments)
         self.addCleanup(process.stop)
         ports = await process.start()
         self.smtp_port = ports[f"smtp:{self.relay_config.smtp.listen[0]}"]

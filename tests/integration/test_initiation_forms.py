@@ -11,6 +11,7 @@ from jangotw.initiation import rules
 from jangotw.model import ListMember
 
 from tests.support.capture import CaptureServer, start_capture
+from tests.support.dns import start_dns, txt
 
 from .server import ServerTestCase
 
@@ -23,7 +24,10 @@ WEEKLY = [f"weekly{index}@remote.test" for index in range(2)]
 class InitiationFormTests(ServerTestCase):
     async def start_mailbox(self, method: str) -> CaptureServer:
         capture = await start_capture(self)
-        await self.start(self.config(delivery={"hold": False, "relay_host": f"127.0.0.1:{capture.port}"},
+        # shop.test lets the client (127.0.0.1) send for it: the "from" method's From address verifies (SPF).
+        dns_port = await start_dns(self, {"shop.test": {"shop.test": [txt("v=spf1 ip4:127.0.0.1 -all")]}})
+        await self.start(self.config(delivery={"hold": False, "relay_host": f"127.0.0.1:{capture.port}",
+                                               "dns_servers": [f"127.0.0.1:{dns_port}"]},
                                      initiation={"domain": "in.relay.test"}))
         store = self.service.store
         await store.add_account("shop", None)

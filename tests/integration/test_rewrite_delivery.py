@@ -29,7 +29,7 @@ TRACKING = "tcp:0:interface=127.0.0.1"
 class RewriteDeliveryTests(ServerTestCase):
     async def test_tracked_signed_message(self) -> None:
         capture = await start_capture(self)
-        key = DomainKey("shop", "shop.test", "jt1", new_rsa_key(), 0.0)
+        key = DomainKey("shop", "shop.test", "jt1", new_rsa_key(), 0.0, forced=True)  # signs before a domain check
         dns_port = await start_dns(self, {
             "remote.test": {"remote.test": [mx(10, "mx.remote.test")], "mx.remote.test": [a("127.0.0.1")]},
             "shop.test": {"jt1._domainkey": [txt(*split_txt(dns_record(key)[1]))]},

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from typing import Callable, Sequence
 
+import attrs
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,8 +39,9 @@ from jangotw.pipeline.dkim import (
     RelaxedBodyHasher,
     dns_record,
     new_rsa_key,
+    new_ed25519_key,
     sign_message,
-    signing_key_for,
+    signing_keys_for,
     split_txt,
 )
 from jangotw.store.memory import MemoryStore
@@ -153,14 +155,14 @@ class SigningTestMixin:
     def sign(self, message: bytes, key: DomainKey | None = None, now: float = NOW) -> bytes:
         """The signed copy of C{message}; fails the test if it was not signed."""
         source, target = self.path("in.eml", message), self.path("out.eml")
-        assert sign_message(source, target, key or a_key(), now), "not signed"
+        assert sign_message(source, target, [key or a_key()], now), "not signed"
         with open(target, "rb") as handle:
             return handle.read()
 
     def declined(self, message: bytes, key: DomainKey | None = None) -> bool:
         """Whether signing C{message} was declined, leaving no output file."""
         source, target = self.path("in.eml", message), self.path("declined.eml")
-        signed = sign_message(source, target, key or a_key(), NOW)
+        signed = sign_message(source, target, [key or a_key()], NOW)
         assert signed or not os.path.exists(target), "a declined message left a file behind"
         return not signed
 
@@ -437,7 +439,7 @@ class SignMessageTests(SigningTestMixin, SynchronousTestCase):
         target = self.path("big-signed.eml")
         tracemalloc.start()
         try:
-            self.assertTrue(sign_message(source, target, key, NOW))
+            self.assertTrue(sign_message(source, target, [key], NOW))
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -451,32 +453,81 @@ class SignMessageTests(SigningTestMixin, SynchronousTestCase):
         self.assertTrue(dkim.verify(signed, dnsfunc=serve(key)))
 
 
-class SigningKeyForTests(SynchronousTestCase):
-    """signing_key_for finds the key of the From domain exactly."""
+class SigningKeysForTests(SynchronousTestCase):
+    """signing_keys_for finds the keys of the From domain exactly, and only those that may sign."""
 
     def setUp(self) -> None:
         self.store = MemoryStore(clock=Clock())
         self.successResultOf(self.store.add_account("alice", None))
-        self.key = self.successResultOf(self.store.add_domain(a_key()))
-        self.idn = self.successResultOf(self.store.add_domain(a_key(domain="xn--bcher-kva.example")))
+        self.key = self.successResultOf(self.store.add_domain(attrs.evolve(a_key(), forced=True)))
+        self.idn = self.successResultOf(self.store.add_domain(
+            attrs.evolve(a_key(domain="xn--bcher-kva.example"), forced=True)))
+
+    def keys(self, text: str) -> list[DomainKey]:
+        found: list[DomainKey] = self.successResultOf(signing_keys_for(self.store, text))
+        return found
 
     def test_address_and_field_forms(self) -> None:
         for text in ("ann@example.test", "Ann@EXAMPLE.test", '"Ann, Example" <ann@example.test>',
                      "ann@example.test."):
-            self.assertEqual(self.successResultOf(signing_key_for(self.store, text)), self.key, text)
+            self.assertEqual(self.keys(text), [self.key], text)
 
     def test_exact_domain_only(self) -> None:
         """A subdomain or parent domain of a key's domain has no key."""
         for text in ("ann@mail.example.test", "ann@test", "ann@other.test"):
-            self.assertIsNone(self.successResultOf(signing_key_for(self.store, text)), text)
+            self.assertEqual(self.keys(text), [], text)
 
     def test_no_address(self) -> None:
         for text in ("", "ann", "@example.test", "Ann <>", "ann@", "ann@exa mple..test"):
-            self.assertIsNone(self.successResultOf(signing_key_for(self.store, text)), text)
+            self.assertEqual(self.keys(text), [], text)
 
     def test_internationalised_domain(self) -> None:
         """A U-label From domain finds the key stored under its A-label."""
-        self.assertEqual(self.successResultOf(signing_key_for(self.store, "ann@Bücher.example")), self.idn)
+        self.assertEqual(self.keys("ann@Bücher.example"), [self.idn])
+
+    def test_only_keys_that_may_sign(self) -> None:
+        """An unverified key never signs; a verified one does once checked, the newest of each
+        algorithm (RSA first), and a retired one no longer does."""
+        newer = self.successResultOf(self.store.add_domain(a_key(selector="jt202407", which=1)))
+        ed = self.successResultOf(self.store.add_domain(DomainKey("alice", "example.test", "jt202407e",
+                                                                  new_ed25519_key(), NOW, "ed25519")))
+        self.assertEqual(self.keys("ann@example.test"), [self.key])  # the new ones are not verified
+        self.successResultOf(self.store.record_check("example.test", NOW, True, ["jt202407", "jt202407e"]))
+        self.assertEqual([(key.selector, key.algorithm) for key in self.keys("ann@example.test")],
+                         [(newer.selector, "rsa"), (ed.selector, "ed25519")])
+        self.successResultOf(self.store.retire_key("example.test", "jt202407", NOW))
+        self.assertEqual([key.selector for key in self.keys("ann@example.test")], ["jt202406", "jt202407e"])
+        self.successResultOf(self.store.set_forced("example.test", "jt202406", False))
+        self.assertEqual([key.selector for key in self.keys("ann@example.test")], ["jt202407e"])
+
+
+class Ed25519Tests(SigningTestMixin, SynchronousTestCase):
+    """RFC 8463: an Ed25519 signature beside the RSA one; dkimpy verifies both."""
+
+    def test_both_signatures_verify(self) -> None:
+        rsa = a_key()
+        ed = DomainKey("alice", "example.test", "jt202406e", new_ed25519_key(), NOW, "ed25519")
+        source, target = self.path("in.eml", SIMPLE), self.path("out.eml")
+        self.assertTrue(sign_message(source, target, [rsa, ed], NOW))
+        with open(target, "rb") as handle:
+            signed = handle.read()
+        fields = re.findall(rb"^DKIM-Signature: (.*?)\r\n(?! )", signed, re.M | re.S)
+        self.assertEqual([parse_tag_value(re.sub(rb"\s+", b"", field))[b"a"] for field in fields[:2]],
+                         [b"rsa-sha256", b"ed25519-sha256"])
+        verifier = dkim.DKIM(signed)
+        dnsfunc = serve(rsa, ed)
+        self.assertEqual([verifier.verify(idx=index, dnsfunc=dnsfunc) for index in (0, 1)], [True, True])
+        self.assertTrue(dns_record(ed)[1].startswith("v=DKIM1; k=ed25519; p="))
+
+    def test_unusable_key_skipped(self) -> None:
+        """A broken Ed25519 key is skipped (and logged); the RSA signature is still made."""
+        broken = DomainKey("alice", "example.test", "jt202406e", "not base64!", NOW, "ed25519")
+        source, target = self.path("in.eml", SIMPLE), self.path("out.eml")
+        with capturedLogs() as events:
+            self.assertTrue(sign_message(source, target, [a_key(), broken], NOW))
+        self.assertEqual(len(events), 1)
+        with open(target, "rb") as handle:
+            self.assertTrue(dkim.verify(handle.read(), dnsfunc=serve(a_key())))
 
 
 class KeyAndRecordTests(SynchronousTestCase):

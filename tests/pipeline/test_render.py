@@ -34,7 +34,7 @@ class RewriteThenSignTests(SynchronousTestCase):
         with open(rewritten_path, "rb") as handle:
             rewritten = handle.read()
         self.assertLessEqual(max(map(len, rewritten.split(b"\r\n"))), 998)
-        self.assertTrue(sign_message(rewritten_path, signed_path, KEY, 1_700_000_000.0))  # a past time: verifiers refuse t= in the future
+        self.assertTrue(sign_message(rewritten_path, signed_path, [KEY], 1_700_000_000.0))  # a past time: verifiers refuse t= in the future
         with open(signed_path, "rb") as handle:
             signed = handle.read()
         self.assertTrue(dkim.verify(signed, dnsfunc=serve(KEY)))

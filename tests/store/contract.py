@@ -9,6 +9,7 @@ from __future__ import annotations
 from ipaddress import ip_address, ip_network
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
@@ -16,8 +17,8 @@ from zope.interface.verify import verifyObject
 from jangotw.errors import InputError
 from jangotw.interfaces import (IAccountStore, IAuthorisationStore, IDomainStore, IQuotaStore, ISendLog, IStore,
                                 ISuppressionStore, ITrackingStore)
-from jangotw.model import (BOUNCE_LIST, UNSUBSCRIBE_LIST, Account, AccountSettings, DomainKey, Suppression,
-                           TrackingEvent, Usage)
+from jangotw.model import (BOUNCE_LIST, UNSUBSCRIBE_LIST, Account, AccountSettings, DomainKey, DomainStatus,
+                           Suppression, TrackingEvent, Usage)
 
 __all__ = ["StoreFixtures", "StoreContractMixin"]
 
@@ -675,11 +676,61 @@ class StoreContractMixin(StoreFixtures):
         self.assertEqual(await store.domain_key("example.com"), first)
         self.assertEqual(await store.list_domains("bob"), [])
 
-    async def test_domain_added_again_replaces_key(self) -> None:
-        """The same account adding its domain again replaces the key; the newest one is found."""
+    async def test_domain_keys_accumulate(self) -> None:
+        """Adding a key under a new selector keeps the others: the newest is the domain's key,
+        every key is listed oldest first, and a selector is never used twice (in any case)."""
+        store = await self.store_with("alice")
+        older = await store.add_domain(DomainKey("alice", "example.com", "s1", "PEM-1", created=1.0))
+        newer = await store.add_domain(DomainKey("ALICE", "Example.com", "S2", "ED-2", created=2.0,
+                                                 algorithm="ed25519", forced=True))
+        self.assertEqual(newer, DomainKey("alice", "example.com", "s2", "ED-2", created=2.0, algorithm="ed25519",
+                                          forced=True))
+        self.assertEqual(await store.domain_key("example.com"), newer)
+        self.assertEqual(await store.domain_keys("EXAMPLE.COM"), [older, newer])
+        self.assertEqual(await store.list_domains("alice"), [older, newer])
+        self.assertIn("s1", await self.assert_input_error(
+            store.add_domain(DomainKey("alice", "example.com", "S1", "PEM-3", created=3.0))))
+        self.assertEqual(await store.domain_keys("example.org"), [])
+
+    async def test_domain_status_and_check(self) -> None:
+        """A new domain is unchecked; a check stores its verdict and which keys' records matched,
+        replacing the previous check's."""
+        store = await self.store_with("Alice")
+        self.assertIsNone(await store.domain_status("example.com"))
+        await store.add_domain(DomainKey("alice", "example.com", "s1", "PEM-1", created=1.0))
+        await store.add_domain(DomainKey("alice", "example.com", "s2", "PEM-2", created=2.0))
+        self.assertEqual(await store.domain_status("EXAMPLE.com"), DomainStatus("Alice", "example.com"))
+        checked = await store.record_check("Example.com", 10.5, True, ["S1"])
+        self.assertEqual(checked, DomainStatus("Alice", "example.com", verified=True, checked_at=10.5))
+        self.assertEqual(await store.domain_status("example.com"), checked)
+        keys = await store.domain_keys("example.com")
+        self.assertEqual([(key.selector, key.verified_at, key.may_sign) for key in keys],
+                         [("s1", 10.5, True), ("s2", None, False)])
+        await store.record_check("example.com", 20.25, False, ["s2"])
+        self.assertEqual([(key.selector, key.verified_at) for key in await store.domain_keys("example.com")],
+                         [("s1", None), ("s2", 20.25)])
+        self.assertEqual(await store.domain_status("example.com"),
+                         DomainStatus("Alice", "example.com", verified=False, checked_at=20.25))
+        self.assertIn("example.org", await self.assert_input_error(store.record_check("example.org", 1.0, True, [])))
+
+    async def test_force_and_retire_keys(self) -> None:
+        """A forced key may sign unverified; a retired key never signs, is no longer the domain's key
+        or listed, keeps its first retirement time and its selector."""
         store = await self.store_with("alice")
         await store.add_domain(DomainKey("alice", "example.com", "s1", "PEM-1", created=1.0))
-        newer = await store.add_domain(DomainKey("ALICE", "Example.com", "s2", "PEM-2", created=2.0))
-        self.assertEqual(newer, DomainKey("alice", "example.com", "s2", "PEM-2", created=2.0))
-        self.assertEqual(await store.domain_key("example.com"), newer)
-        self.assertEqual(await store.list_domains("alice"), [newer])
+        newer = await store.add_domain(DomainKey("alice", "example.com", "s2", "PEM-2", created=2.0))
+        forced = await store.set_forced("EXAMPLE.com", "S2", True)
+        self.assertEqual((forced.selector, forced.forced, forced.may_sign), ("s2", True, True))
+        self.assertFalse((await store.set_forced("example.com", "s2", False)).forced)
+        retired = await store.retire_key("example.com", "s2", 5.0)
+        self.assertEqual((retired.retired_at, retired.may_sign), (5.0, False))
+        self.assertEqual((await store.retire_key("example.com", "s2", 6.0)).retired_at, 5.0)
+        self.assertEqual((await store.domain_key("example.com")).selector, "s1")  # type: ignore[union-attr]
+        self.assertEqual([key.selector for key in await store.list_domains("alice")], ["s1"])
+        self.assertEqual([key.selector for key in await store.domain_keys("example.com")], ["s1", "s2"])
+        self.assertIn("s2", await self.assert_input_error(
+            store.add_domain(attrs.evolve(newer, private_key="PEM-3", created=3.0))))
+        for deferred in (store.retire_key("example.com", "s9", 1.0), store.set_forced("example.org", "s1", True)):
+            await self.assert_input_error(deferred)
+        await store.retire_key("example.com", "s1", 7.0)
+        self.assertIsNone(await store.domain_key("example.com"))

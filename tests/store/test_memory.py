@@ -8,6 +8,7 @@ from jangotw.interfaces import IStore
 from jangotw.store.memory import MemoryStore
 
 from .contract import StoreContractMixin
+from .contract_credentials import CredentialStoreContractMixin
 from .contract_lists import ListStoreContractMixin
 
 
@@ -17,5 +18,10 @@ class MemoryStoreContractTests(StoreContractMixin, TestCase):
 
 
 class MemoryListStoreContractTests(ListStoreContractMixin, TestCase):
+    def make_store(self) -> "Deferred[MemoryStore]":
+        return succeed(MemoryStore(self.clock))
+
+
+class MemoryCredentialStoreContractTests(CredentialStoreContractMixin, TestCase):
     def make_store(self) -> "Deferred[MemoryStore]":
         return succeed(MemoryStore(self.clock))

@@ -19,13 +19,15 @@ from zope.interface.verify import verifyObject
 from jangotw.config import parse_config
 from jangotw.errors import PermanentError, TemporaryError
 from jangotw.interfaces import IStore
-from jangotw.model import BOUNCE_LIST, TrackingEvent, Usage
+from jangotw.model import BOUNCE_LIST, PRIMARY, ApiToken, ListMember, TrackingEvent, TwoFactor, Usage
 from jangotw.store.opening import open_store
 from jangotw.store.redis import RETENTION, RedisStore, open_redis_store
 from jangotw.store.redis_connection import RedisAddress, parse_redis_url
 
 from ..support.redis import RedisServer, start_redis
-from .contract import StoreContractMixin
+from .contract import StoreContractMixin, StoreFixtures
+from .contract_credentials import CredentialStoreContractMixin
+from .contract_lists import ListStoreContractMixin
 
 _FAST = 5  # seconds: a call that must fail fast fails well within this
 _RECONNECT = 15  # seconds: the store must be back within this after Redis is
@@ -40,8 +42,8 @@ def _store_lines(events: Any) -> list[str]:
     return [event["log_format"].partition(":")[0] for event in events if _is_store_line(event)]
 
 
-class RedisStoreContractTests(StoreContractMixin, TestCase):
-    """RedisStore keeps the store contract; each store gets its own database of one server per test."""
+class _RedisDatabases(StoreFixtures):
+    """Each store of a test gets its own database of one redis-server started for the test."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -58,6 +60,18 @@ class RedisStoreContractTests(StoreContractMixin, TestCase):
         return Deferred.fromCoroutine(opened())
 
 
+class RedisStoreContractTests(_RedisDatabases, StoreContractMixin, TestCase):
+    """RedisStore keeps the store contract."""
+
+
+class RedisListContractTests(_RedisDatabases, ListStoreContractMixin, TestCase):
+    """RedisStore keeps the contact list contract."""
+
+
+class RedisCredentialContractTests(_RedisDatabases, CredentialStoreContractMixin, TestCase):
+    """RedisStore keeps the credential store contract."""
+
+
 class RedisStoreTests(TestCase):
     """What a store shared by several nodes adds: atomicity across connections, outages, logins."""
 
@@ -65,6 +79,32 @@ class RedisStoreTests(TestCase):
         store = await open_redis_store(reactor, url, **options)
         self.addCleanup(store.close)
         return store
+
+    async def test_two_nodes_use_a_code_once(self) -> None:
+        """Two nodes using one TOTP step and one recovery code at once accept each exactly once."""
+        server = await start_redis(self)
+        one, two = await self.open(server.url()), await self.open(server.url())
+        await one.add_account("alice", None)
+        await one.set_two_factor(TwoFactor("alice", PRIMARY, "JBSWY3DPEHPK3PXP", True, 0, frozenset({"h1"})))
+        steps = [node.use_totp_step("alice", PRIMARY, 42) for _ in range(10) for node in (one, two)]
+        codes = [node.use_recovery_code("alice", PRIMARY, "h1") for _ in range(10) for node in (one, two)]
+        self.assertEqual(sum(await gatherResults(steps, consumeErrors=True)), 1)
+        self.assertEqual(sum(await gatherResults(codes, consumeErrors=True)), 1)
+
+    async def test_revocation_seen_by_every_node(self) -> None:
+        """A token revoked on one node reads as revoked on another at once."""
+        server = await start_redis(self)
+        one, two = await self.open(server.url()), await self.open(server.url())
+        await one.add_account("alice", None)
+        await one.add_token(ApiToken("0123456789ab", "alice", PRIMARY, frozenset({"smtp"}), "shop", 10.0, "9f" * 32))
+        before = await two.get_token("0123456789ab")
+        assert before is not None
+        self.assertTrue(before.usable(20.0))
+        await one.revoke_token("0123456789ab", 15.0)
+        after = await two.get_token("0123456789ab")
+        assert after is not None
+        self.assertEqual(after.revoked, 15.0)
+        self.assertFalse(after.usable(20.0))
 
     async def test_two_nodes_charge_atomically(self) -> None:
         """Two nodes charging one account at once, 20 x 1 against a limit of 10, charge exactly 10."""
@@ -86,6 +126,24 @@ class RedisStoreTests(TestCase):
         self.assertEqual(await two.suppressed("alice", BOUNCE_LIST, ["bob@example.com"]), set())
         await one.suppress("alice", BOUNCE_LIST, "Bob@Example.com", "5.1.1")
         self.assertEqual(await two.suppressed("alice", BOUNCE_LIST, ["bob@example.com"]), {"bob@example.com"})
+
+    async def test_two_nodes_share_lists(self) -> None:
+        """Two nodes adding overlapping batches to one list at once count each address once; members
+        are a sorted set of address keys (paged by lexicographic range), gone with the list."""
+        server = await start_redis(self)
+        one, two = await self.open(server.url()), await self.open(server.url())
+        await one.add_account("alice", None)
+        await one.add_list("alice", "News", "", "")
+        batches = [[ListMember(f"User{number}@Example.com") for number in range(start, start + 300)]
+                   for start in (0, 100, 200)]
+        added = await gatherResults([node.add_members("alice", "news", batch)
+                                     for node, batch in zip((one, two, one), batches)], consumeErrors=True)
+        self.assertEqual(sum(added), 500)
+        found = await two.get_list("alice", "NEWS")
+        self.assertEqual(found.member_count if found else None, 500)
+        self.assertEqual(await one.connection.execute("TYPE", "jt:contacts:1:keys"), "zset")
+        await two.delete_list("alice", "News")
+        self.assertEqual(await one.connection.execute("KEYS", "jt:contacts:*"), ["jt:contacts:next-id"])
 
     async def test_unavailable_fails_fast_then_recovers(self) -> None:
         """With Redis gone calls fail at once with TemporaryError; once it is back the same store works,

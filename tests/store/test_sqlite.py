@@ -14,11 +14,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from jangotw.interfaces import IStore
-from jangotw.model import BOUNCE_LIST, ContactList, DomainKey, ListMember, Suppression, TrackingEvent, Usage
+from jangotw.model import (BOUNCE_LIST, PRIMARY, ApiToken, ContactList, DomainKey, IPRule, ListMember, Login,
+                           Suppression, TrackingEvent, TwoFactor, Usage)
 from jangotw.store.schema import MIGRATIONS, SCHEMA_VERSION, _statements, migrate
 from jangotw.store.sqlite import SQLiteStore, open_sqlite_store
 
 from .contract import StoreContractMixin
+from .contract_credentials import CredentialStoreContractMixin
 from .contract_lists import ListStoreContractMixin
 
 
@@ -56,6 +58,16 @@ class SQLiteContractTests(SQLiteFileMixin, StoreContractMixin, TestCase):
 
 class SQLiteListContractTests(SQLiteFileMixin, ListStoreContractMixin, TestCase):
     """SQLiteStore keeps the contact list contract."""
+
+    def make_store(self) -> "Deferred[SQLiteStore]":
+        async def opened() -> SQLiteStore:
+            store = await self.open()
+            return attrs.evolve(store, clock=self.clock)
+        return Deferred.fromCoroutine(opened())
+
+
+class SQLiteCredentialContractTests(SQLiteFileMixin, CredentialStoreContractMixin, TestCase):
+    """SQLiteStore keeps the credential store contract."""
 
     def make_store(self) -> "Deferred[SQLiteStore]":
         async def opened() -> SQLiteStore:
@@ -123,7 +135,7 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
             connection.close()
         store = await self.open(path)
         self.assertEqual(await self.user_version(store), SCHEMA_VERSION)
-        self.assertEqual(SCHEMA_VERSION, 4)
+        self.assertEqual(SCHEMA_VERSION, 6)
         account = await store.get_account("alice")
         assert account is not None
         self.assertEqual((account.name, account.password_hash, account.created), ("Alice", "hash", 5.0))
@@ -239,6 +251,45 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
         self.assertEqual(sorted(result.messages for result in results if result.charged), list(range(1, 11)))
         self.assertEqual(await second.usage("alice", "2024-05"), Usage(10, 1000))
         self.assertEqual(await first.usage("alice", "2024-05"), Usage(10, 1000))
+
+    async def test_reopen_keeps_credentials(self) -> None:
+        """Closing and reopening the file keeps logins, tokens, IP rules and two-factor state exactly."""
+        opened = await self.open()
+        first = attrs.evolve(opened, clock=Clock())  # same pools
+        await first.add_account("Alice", None)
+        login = await first.add_login(Login("alice", "Ops", frozenset({"relay"}), password_hash="$ops"))
+        await first.update_login("alice", "ops", disabled=True)
+        token = ApiToken("0123456789ab", "Alice", "Ops", frozenset({"api"}), "shop", 10.5, "9f" * 32, 99.25)
+        await first.add_token(token)
+        await first.touch_token(token.id, 20.125)
+        await first.revoke_token(token.id, 30.0)
+        primary_rule = IPRule("Alice", PRIMARY, "192.0.2.0", "192.0.2.255", frozenset({"smtp"}))
+        login_rule = IPRule("Alice", "Ops", "2001:db8::1", "2001:db8::1", frozenset({"smtp", "api"}))
+        await first.add_ip_rule(primary_rule)
+        await first.add_ip_rule(login_rule)
+        state = TwoFactor("Alice", "Ops", "JBSWY3DPEHPK3PXP", True, 0, frozenset({"h1", "h2"}))
+        await first.set_two_factor(state)
+        await first.use_totp_step("alice", "ops", 57)
+        await first.use_recovery_code("alice", "ops", "h1")
+        await opened.close()
+
+        second = await self.open()
+        self.assertEqual(await second.list_logins("alice"), [attrs.evolve(login, disabled=True)])
+        self.assertEqual(await second.get_token(token.id), attrs.evolve(token, last_used=20.125, revoked=30.0))
+        self.assertEqual(await second.ip_rules("alice"), [primary_rule, login_rule])
+        self.assertEqual(await second.two_factor("alice", "ops"),
+                         attrs.evolve(state, last_step=57, recovery_hashes=frozenset({"h2"})))
+
+    async def test_codes_from_two_stores_accepted_once(self) -> None:
+        """Two stores on one file (two processes) using one TOTP step and one recovery code at once
+        accept each exactly once: each check and change is one BEGIN IMMEDIATE transaction."""
+        first, second = await gatherResults([Deferred.fromCoroutine(self.open()) for _ in range(2)])
+        await first.add_account("alice", None)
+        await first.set_two_factor(TwoFactor("alice", PRIMARY, "JBSWY3DPEHPK3PXP", True, 0, frozenset({"h1"})))
+        steps = [store.use_totp_step("alice", PRIMARY, 42) for _ in range(10) for store in (first, second)]
+        codes = [store.use_recovery_code("alice", PRIMARY, "h1") for _ in range(10) for store in (first, second)]
+        self.assertEqual(sum(await gatherResults(steps)), 1)
+        self.assertEqual(sum(await gatherResults(codes)), 1)
 
     async def test_simultaneous_first_opens(self) -> None:
         """Two stores opening a new file at once (server and CLI) migrate it exactly once."""

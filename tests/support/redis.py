@@ -14,7 +14,8 @@ to print more (its "Ready to accept connections" line) or exit, and try again
 (no sleeping). A missing binary fails the test: C{scripts/test} installs
 redis-server. C{password} starts it with C{--requirepass}; C{tls=True} adds a
 TLS port with a self-signed certificate for localhost (C{server.tls_url},
-C{server.certificate_path}).
+C{server.certificate_path}). C{persistent=True} keeps the data across C{stop}/C{start}
+(an append-only file, written out when the server stops), as a production server would.
 """
 from __future__ import annotations
 
@@ -130,6 +131,7 @@ class RedisServer:
     tls_port: int | None = None
     certificate_path: str = ""
     key_path: str = ""
+    persistent: bool = False
     _process: _RedisProcess | None = field(default=None, init=False)
     _transport: Any = field(default=None, init=False)
 
@@ -157,7 +159,8 @@ class RedisServer:
         return self._process is not None and not self._process.ended.called
 
     def _arguments(self) -> list[str]:
-        arguments = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        arguments = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "yes" if self.persistent else "no",
                      "--dir", self.directory, "--unixsocket", self.socket_path, "--unixsocketperm", "700",
                      "--daemonize", "no", "--logfile", "",
                      "--hz", "100"]  # SIGTERM is acted on by the next server tick: 10 ms, not 100
@@ -196,6 +199,9 @@ class RedisServer:
                 continue
             if reply.startswith((b"+PONG", b"-NOAUTH")):
                 return
+            if reply.startswith(b"-LOADING"):  # a persistent server reading its data back
+                await changed
+                continue
             raise AssertionError(f"redis-server answered PING with {reply!r}")
 
     async def _ping(self) -> bytes:
@@ -238,7 +244,8 @@ class RedisServer:
         self._transport.signalProcess(signal.SIGCONT)
 
 
-async def start_redis(testcase: TestCase, password: str | None = None, tls: bool = False) -> RedisServer:
+async def start_redis(testcase: TestCase, password: str | None = None, tls: bool = False,
+                      persistent: bool = False) -> RedisServer:
     """Start a Redis server for C{testcase}; it is stopped, and its files removed, at cleanup."""
     directory = os.path.abspath(testcase.mktemp())
     os.makedirs(directory)
@@ -252,7 +259,7 @@ async def start_redis(testcase: TestCase, password: str | None = None, tls: bool
     for attempt in range(1, _PORT_ATTEMPTS + 1):
         server = RedisServer(directory, socket_directory, _free_port(), password=password,
                              tls_port=_free_port() if tls else None, certificate_path=certificate_path,
-                             key_path=key_path)
+                             key_path=key_path, persistent=persistent)
         testcase.addCleanup(server.stop)
         try:
             await server.start()
