@@ -68,6 +68,7 @@ from .spool.layout import TMP
 from .senders.dkimverify import DKIMVerifier
 from .senders.dmarc import DMARCPolicies, Organisations
 from .senders.dns import Lookups
+from .senders.returnpath import ReturnPathDomains
 from .senders.spf import SPFChecker
 from .senders.verification import FromVerification
 from .spool.writer import Spool
@@ -188,9 +189,10 @@ class RelayService(MultiService):
         config, reactor = self.config, self.reactor
         delivery, hostname = config.delivery, config.server.hostname
         signer = VerpSigner(await self._secret("verp.key"))
+        resolver = make_resolver(delivery.dns_servers, reactor)
         self.deliverer = SMTPDeliverer(
             reactor=reactor,
-            mail_exchangers=MailExchangers(make_resolver(delivery.dns_servers, reactor)),
+            mail_exchangers=MailExchangers(resolver),
             helo_name=hostname,
             mx_port=delivery.mx_port,
             relay_host=delivery.relay_host,
@@ -199,6 +201,11 @@ class RelayService(MultiService):
             pool=OutboundPool(reactor),
         )
         bounce_domain = delivery.bounce_domain.lower()
+        return_domains = ReturnPathDomains(Lookups(resolver), bounce_domain, reactor)
+
+        async def return_path(record: SpoolRecord, index: int) -> str:
+            domain = await return_domains.for_sender(record.envelope.sender)
+            return signer.return_path(record.message_id, index, domain)
         notices = Notices(self.spool, reactor, hostname)
         blocklist = await deferToThreadPool(reactor, self.spool_pool, read_blocklist, delivery.blocklist_file)
         pipeline = Pipeline(stages=(Suppression(store, blocklist), Quota(store, reactor)), accounts=store,
@@ -215,7 +222,7 @@ class RelayService(MultiService):
                           smarthost=bool(delivery.relay_host)),
             deliver_locally=BounceMailbox(self.spool, store, signer, reactor,
                                           self.tracking_signer.parse_unsubscribe).deliver,
-            return_path=(lambda record, index: signer.return_path(record.message_id, index, bounce_domain))
+            return_path=(lambda record, index: Deferred.fromCoroutine(return_path(record, index)))
             if bounce_domain else None,
             policy=RetryPolicy(delivery.retry_base, delivery.retry_max, delivery.max_queue_lifetime),
             max_active=delivery.max_active,

@@ -29,11 +29,11 @@ from attrs import frozen
 
 from ..model import DomainKey
 from ..pipeline.dkim import dns_record, split_txt
+from ..senders.returnpath import RETURN_PATH_LABEL
 
 __all__ = ["SenderSettings", "DNSRecord", "spf_terms", "spf_record", "dmarc_record", "tracking_name",
            "RETURN_PATH_LABEL", "TRACKING_LABEL", "records_for", "zone_line", "with_terms", "DMARC_ADVICE"]
 
-RETURN_PATH_LABEL = "bounces"
 TRACKING_LABEL = "track"
 DMARC_ADVICE = ("start with p=none and read the aggregate reports (rua) for a few weeks; once only mail "
                 "you do not send fails, move to p=quarantine, then to p=reject")

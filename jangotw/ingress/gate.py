@@ -28,6 +28,7 @@ from ..initiation.parse import InitiationCommand
 from ..initiation.rules import FROM_NOT_VERIFIED
 from ..interfaces import IAccountStore, IAuthorisationStore, ISuppressionStore
 from ..model import BOUNCE_LIST, UNSUBSCRIBE_LIST, Account, AuthMethod, Envelope, TLSInfo
+from ..queue.routing import is_bounce_address
 from ..senders.verification import FromVerification
 from .headers import HeaderSection
 
@@ -120,7 +121,8 @@ class Gate:
 
     def is_local(self, recipient: str) -> bool:
         domain = recipient.rpartition("@")[2].lower()
-        return domain in self.local_domains or domain in (self.initiation_domain, self.bounce_domain)
+        return (domain in self.local_domains or domain == self.initiation_domain
+                or is_bounce_address(recipient, self.bounce_domain))
 
     # -- AUTH ----------------------------------------------------------------
 
@@ -171,7 +173,7 @@ class Gate:
         if domain == self.initiation_domain:  # alice@ or alice+login@: the login is checked after DATA
             if await self.accounts.get_account(mailbox_owner(local)[0]) is None:
                 raise UNKNOWN_MAILBOX.because(f"no account for initiation mailbox {local!r}")
-        elif domain == self.bounce_domain and domain not in self.local_domains:
+        elif is_bounce_address(recipient, self.bounce_domain) and domain not in self.local_domains:
             if not local.lower().startswith(("bounces+", "unsubscribe+")):
                 raise UNKNOWN_MAILBOX.because("not a VERP return path or unsubscribe address")
 

@@ -38,7 +38,7 @@ __all__ = ["QueueManager", "ReturnPath", "is_hard_bounce"]
 
 log = Logger()
 
-ReturnPath = Callable[[SpoolRecord, int], str]  # (record, recipient index) -> MAIL FROM
+ReturnPath = Callable[[SpoolRecord, int], "Deferred[str]"]  # (record, recipient index) -> MAIL FROM
 LocalDelivery = Callable[[SpoolRecord, list[str]], "Deferred[list[RecipientResult]]"]
 Preparer = Callable[[SpoolRecord, tuple[str, ...]], "Deferred[PipelineWork]"]
 
@@ -424,7 +424,7 @@ class QueueManager(Service):
         if account is None or not account.settings.verp:
             return [(record.envelope.sender, recipients)]
         index = {recipient: position for position, recipient in enumerate(record.envelope.recipients)}
-        return [(self.return_path(record, index[recipient]), [recipient]) for recipient in recipients]
+        return [(await self.return_path(record, index[recipient]), [recipient]) for recipient in recipients]
 
     def _expire(self, record: SpoolRecord, result: RecipientResult, now: float) -> RecipientResult:
         if result.status is not RecipientStatus.DEFERRED or not self.policy.expired(record, now):

@@ -239,7 +239,7 @@ class RoutingTests(QueueTestCase):
         self.assertTrue(self.in_spool(record))
 
     def test_verp_one_transaction_per_recipient(self) -> None:
-        self.manager = self.make_manager(return_path=lambda record, index: f"bounces+{index}@b.test")
+        self.manager = self.make_manager(return_path=lambda record, index: succeed(f"bounces+{index}@b.test"))
         record = self.queue("a@remote.test", "b@remote.test")
         self.assertEqual(sorted((c.sender, c.recipients) for c in self.deliverer.calls),
                          [("bounces+0@b.test", ("a@remote.test",)), ("bounces+1@b.test", ("b@remote.test",))])
@@ -251,7 +251,7 @@ class VerpSettingTests(QueueTestCase):
     def test_account_may_keep_its_own_sender(self) -> None:
         """verp = false: one transaction with the account's own MAIL FROM."""
         self.successResultOf(self.store.set_setting("shop", "verp", False))
-        self.manager = self.make_manager(return_path=lambda record, index: f"bounces+{index}@b.test")
+        self.manager = self.make_manager(return_path=lambda record, index: succeed(f"bounces+{index}@b.test"))
         self.queue("a@remote.test", "b@remote.test")
         self.assertEqual([(c.sender, c.recipients) for c in self.deliverer.calls],
                          [("news@shop.test", ("a@remote.test", "b@remote.test"))])
