@@ -30,6 +30,7 @@ __all__ = [
     "IStore",
     "IListStore",
     "ICredentialStore",
+    "IFailureStore",
     "IStoreExport",
     "IStoreImport",
     "ISpool",
@@ -362,6 +363,24 @@ class IStoreImport(Interface):
         """Store every record with its own times, replacing what is stored under the same account and
         name (event records add to the counts). The accounts (and logins) a record names must exist:
         import accounts first."""
+
+
+class IFailureStore(Interface):
+    """Failed authentication attempts by key (a client IP, a user name), counted in one place for
+    every node and worker, so guessing cannot be spread over them.
+
+    A sliding window: a failure counts until C{at + window}. Keys are opaque
+    text chosen by the caller (L{jangotw.auth.throttle.FailureThrottle}).
+    """
+
+    def count_failure(key: str, at: float, window: float) -> "Deferred[int]":  # type: ignore[empty-body]
+        """Record one failure; fires with how many failures of C{key} still count (this one too)."""
+
+    def recent_failures(key: str, at: float) -> "Deferred[int]":  # type: ignore[empty-body]
+        """How many failures of C{key} still count at C{at}."""
+
+    def clear_failures(key: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Forget C{key}'s failures (a success)."""
 
 
 class ISpoolFile(Interface):

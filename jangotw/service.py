@@ -335,7 +335,7 @@ class RelayService(MultiService):
         credentials = store if ICredentialStore.providedBy(store) else None
         self.authenticator = Authenticator(
             accounts=store, credentials=credentials, verify=verify, rehash=rehash, directory=directory,
-            throttle=FailureThrottle(self.reactor, self.config.smtp.auth_failures,
+            throttle=FailureThrottle(store, self.reactor, self.config.smtp.auth_failures,  # type: ignore[arg-type]
                                      self.config.smtp.auth_failure_window),
             clock=self.reactor)
         portal = Portal(AccountRealm(store), [
@@ -346,7 +346,8 @@ class RelayService(MultiService):
         desk = None
         if IListStore.providedBy(store):
             desk = InitiationDesk(store, store, verify, FailureThrottle(
-                self.reactor, self.config.smtp.auth_failures, self.config.smtp.auth_failure_window), credentials)
+                store, self.reactor, self.config.smtp.auth_failures,  # type: ignore[arg-type]
+                self.config.smtp.auth_failure_window, scope="initiation"), credentials)
         return Gate(
             portal=portal,
             initiation_desk=desk,

@@ -99,12 +99,12 @@ def memory_gate(store: IStore, clock: IReactorTime, hasher: PasswordHasher,
 
     credentials = store if ICredentialStore.providedBy(store) else None
     authenticator = Authenticator(accounts=store, credentials=credentials, verify=verify,  # type: ignore[arg-type]
-                                  throttle=FailureThrottle(clock, limit=3, window=300), clock=clock,
+                                  throttle=FailureThrottle(store, clock, limit=3, window=300), clock=clock,
                                   directory=directory)
     portal = Portal(AccountRealm(store), [
         SecretLoginChecker(authenticator), ClientAddressChecker(store), FromAddressChecker(store)])
     local = frozenset(domains.pop("local_domains", "").split())
-    desk = InitiationDesk(store, store, verify, FailureThrottle(clock, limit=3, window=300),  # type: ignore[arg-type]
+    desk = InitiationDesk(store, store, verify, FailureThrottle(store, clock, limit=3, window=300, scope="initiation"),  # type: ignore[arg-type]
                           credentials)  # type: ignore[arg-type]
     return Gate(portal=portal, accounts=store, authorisations=store, lists=store, initiation_desk=desk,
                 local_domains=local, **domains)

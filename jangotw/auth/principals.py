@@ -187,9 +187,10 @@ class Authenticator:
 
     async def _attempt(self, kind: str, username: str, address: Address,
                        check: Callable[[], Awaitable[Principal]]) -> Principal:
-        keys = (str(address), f"user:{username.lower()}")  # failures count per client IP and per name
+        keys = (f"ip:{address}", f"user:{username.lower()}")  # failures count per client IP and per name
         fields = dict(kind=kind, peer=str(address), username=username)
-        if any(self.throttle.blocked(key) for key in keys):
+        failures = [await self.throttle.failures(key) for key in keys]
+        if any(self.throttle.blocks(count) for count in failures):
             log.warn("auth throttled {peer} {username} ({kind})", **fields)
             raise TooManyFailures(f"too many failures from {address} or for {username!r}")
         try:
@@ -199,14 +200,15 @@ class Authenticator:
             raise
         except AuthenticationFailed as error:
             for key in keys:
-                self.throttle.failed(key)
+                await self.throttle.failed(key)
             log.warn("auth failed {peer} {username} ({kind}): {reason}", reason=str(error), **fields)
             raise
         except TemporaryError as error:
             log.warn("auth unavailable {peer} {username} ({kind}): {reason}", reason=str(error), **fields)
             raise
-        for key in keys:
-            self.throttle.succeeded(key)
+        for key, count in zip(keys, failures):
+            if count:
+                await self.throttle.succeeded(key)
         log.info("authenticated {principal} from {peer} via {via} ({kind})", principal=principal.name, via=principal.via,
                  account=principal.account.name, **fields)
         return principal

@@ -1,45 +1,47 @@
 # -*- test-case-name: tests.auth.test_throttle -*-
-"""Counting failed authentications so guessing passwords gets slow (454 4.7.0)."""
+"""Counting failed authentications so guessing passwords gets slow (454 4.7.0, HTTP 429).
+
+The counts live in the store (L{IFailureStore}): every node sharing a Redis
+store, and every worker sharing the SQLite file, sees the same count, so
+spreading guesses over them gains nothing.
+"""
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-
-from attrs import define, field
+from attrs import frozen
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+
+from ..interfaces import IFailureStore
 
 __all__ = ["FailureThrottle"]
 
 
-@define
+@frozen
 class FailureThrottle:
-    """At most C{limit} failures per key (client IP, username) within C{window} seconds.
+    """At most C{limit} failures per key (client IP, user name, account) within C{window} seconds.
 
-    Memory is bounded: the least recently failing keys are forgotten first.
+    C{scope} keeps the keys of different throttles apart in the shared store.
     """
 
+    counters: IFailureStore
     clock: IReactorTime
     limit: int
     window: float
-    max_keys: int = 100_000
-    _failures: "OrderedDict[str, deque[float]]" = field(factory=OrderedDict, init=False)
+    scope: str = "auth"
 
-    def blocked(self, key: str) -> bool:
-        return len(self._recent(key)) >= self.limit
+    def failures(self, key: str) -> "Deferred[int]":
+        """How many recent failures C{key} has (L{blocks} says whether that is too many)."""
+        return self.counters.recent_failures(self._key(key), self.clock.seconds())
 
-    def failed(self, key: str) -> None:
-        times = self._recent(key)
-        times.append(self.clock.seconds())
-        self._failures[key] = times
-        self._failures.move_to_end(key)
-        while len(self._failures) > self.max_keys:
-            self._failures.popitem(last=False)
+    def blocks(self, failures: int) -> bool:
+        return failures >= self.limit
 
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
+    def failed(self, key: str) -> "Deferred[None]":
+        return self.counters.count_failure(self._key(key), self.clock.seconds(), self.window).addCallback(
+            lambda _: None)
 
-    def _recent(self, key: str) -> "deque[float]":
-        times = self._failures.get(key, deque())
-        horizon = self.clock.seconds() - self.window
-        while times and times[0] <= horizon:
-            times.popleft()
-        return times
+    def succeeded(self, key: str) -> "Deferred[None]":
+        return self.counters.clear_failures(self._key(key))
+
+    def _key(self, key: str) -> str:
+        return f"{self.scope}:{key}"

@@ -78,12 +78,12 @@ class InitiationDesk:
         password_ok: bool | None = None
         if may_initiate and needs_password(command, method):
             assert command is not None and command.password is not None
-            if self.throttle.blocked(account.name):
+            if self.throttle.blocks(await self.throttle.failures(account.name)):
                 raise INITIATION_THROTTLED.because(f"initiation for {account.name} throttled")
             stored = await self.lists.initiation_password_hash(account.name)
             password_ok = bool(stored) and await self.verify(stored, command.password)  # type: ignore[arg-type]
             if not password_ok:
-                self.throttle.failed(account.name)
+                await self.throttle.failed(account.name)
                 log.warn("wrong initiation password for {account} from {peer}", account=account.name, peer=peer)
         named = command.list_name if command is not None else None
         chosen = await (self.lists.get_list(account.name, named) if named else self.lists.default_list(account.name))
@@ -92,7 +92,8 @@ class InitiationDesk:
                   list_exists=chosen is not None, default_list_exists=chosen is not None,
                   login_may_initiate=may_initiate)
         assert chosen is not None and command is not None
-        self.throttle.succeeded(account.name)
+        if password_ok:
+            await self.throttle.succeeded(account.name)
         return InitiationOrder(account.name, chosen.name, command.subject, by_from=method == FROM_METHOD)
 
     async def _login_may_initiate(self, account: str, login_name: str) -> bool:

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from ..errors import InputError
-from ..interfaces import ICredentialStore, IListStore, IStore
+from ..interfaces import ICredentialStore, IFailureStore, IListStore, IStore
 from ..model import (Account, AccountSettings, ContactList, DomainKey, DomainStatus, ListMember, Suppression, TrackingEvent,
                      Usage, contact_key)
 from .memory_credentials import MemoryCredentials
@@ -59,7 +59,7 @@ class _MemoryList:
         return self._keys
 
 
-@implementer(IStore, IListStore, ICredentialStore)
+@implementer(IStore, IListStore, ICredentialStore, IFailureStore)
 @define
 class MemoryStore(MemoryCredentials):
     """Everything in dictionaries; every Deferred has already fired."""

@@ -42,6 +42,7 @@ class MemoryCredentials:
     _tokens: dict[str, ApiToken] = field(factory=dict, init=False)  # by id, in insertion order
     _ip_rules: dict[tuple[int, str, str, str], IPRule] = field(factory=dict, init=False)  # insertion order
     _two_factor: dict[_LoginKey, TwoFactor] = field(factory=dict, init=False)
+    _failures: dict[str, list[float]] = field(factory=dict, init=False)  # key -> when each failure stops counting
 
     if TYPE_CHECKING:  # provided by MemoryStore
         @property
@@ -215,3 +216,18 @@ class MemoryCredentials:
             self._two_factor[key] = attrs.evolve(state, recovery_hashes=state.recovery_hashes - {code_hash})
             return True
         return _attempt(use)
+
+    # failed authentications (IFailureStore)
+
+    def count_failure(self, key: str, at: float, window: float) -> "Deferred[int]":
+        expiries = [expiry for expiry in self._failures.get(key, ()) if expiry > at]
+        expiries.append(at + window)
+        self._failures[key] = expiries
+        return succeed(len(expiries))
+
+    def recent_failures(self, key: str, at: float) -> "Deferred[int]":
+        return succeed(sum(1 for expiry in self._failures.get(key, ()) if expiry > at))
+
+    def clear_failures(self, key: str) -> "Deferred[None]":
+        self._failures.pop(key, None)
+        return succeed(None)

@@ -72,7 +72,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..errors import InputError
-from ..interfaces import ICredentialStore, IListStore, IStore, IStoreImport
+from ..interfaces import ICredentialStore, IFailureStore, IListStore, IStore, IStoreImport
 from ..model import Account, AccountSettings, Suppression, TrackingEvent, Usage
 from . import redis_scripts as scripts
 from .redis_connection import RedisConnection, parse_redis_url
@@ -142,7 +142,7 @@ def _usage(reply: Sequence[Any], charged: bool = True) -> Usage:
 
 # -- the store ------------------------------------------------------------------------------
 
-@implementer(IStore, IListStore, ICredentialStore, IStoreImport)
+@implementer(IStore, IListStore, ICredentialStore, IStoreImport, IFailureStore)
 @define
 class RedisStore(RedisLists, RedisImport, RedisCredentials, RedisDomains):
     """L{IStore} on Redis; build it with L{open_redis_store}.

@@ -182,6 +182,16 @@ return redis.call('HGETALL', key)
 """)
 
 # ARGV: prefix, token id, time. Sets last_used of an existing token (HSET alone would create one).
+# Failed authentications: a sorted set per key, scored by when each failure stops counting;
+# the key itself expires with its last failure. ARGV: prefix, key, at, expires, seconds to keep.
+_COUNT_FAILURE = Script("count_failure", """
+local key = ARGV[1] .. 'failures:' .. ARGV[2]
+redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[3])
+redis.call('ZADD', key, ARGV[4], redis.call('INCR', ARGV[1] .. 'failures:seq'))
+redis.call('EXPIRE', key, ARGV[5])
+return redis.call('ZCARD', key)
+""")
+
 _TOUCH_TOKEN = _script("touch_token", """
 local key = P .. 'token:' .. ARGV[2]
 if redis.call('EXISTS', key) == 1 then
@@ -482,3 +492,15 @@ class RedisCredentials:
     def use_recovery_code(self: _Scripted, account: str, login: str, code_hash: str) -> "Deferred[bool]":
         """Atomic across nodes: one C{SREM} inside the script that checks the login."""
         return _for_login(self, account, login, _USE_RECOVERY_CODE, code_hash).addCallback(bool)
+
+    # failed authentications (IFailureStore)
+
+    def count_failure(self: _Scripted, key: str, at: float, window: float) -> "Deferred[int]":
+        """Atomic across nodes: pruning, adding and counting are one script."""
+        return self._eval(_COUNT_FAILURE, key, float(at), float(at + window), int(window) + 1).addCallback(int)
+
+    def recent_failures(self: _Scripted, key: str, at: float) -> "Deferred[int]":
+        return self._command("ZCOUNT", self._key("failures", key), f"({float(at)}", "+inf").addCallback(int)
+
+    def clear_failures(self: _Scripted, key: str) -> "Deferred[None]":
+        return self._command("DEL", self._key("failures", key)).addCallback(lambda _: None)

@@ -293,6 +293,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sender_domain ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sender_domain ADD COLUMN checked_at REAL;
     """,
+    # 7: failed authentication attempts, counted for every process sharing the file.
+    """
+    -- One row per failure, counting until it expires (a sliding window per key:
+    -- a client IP, a user name). Expired rows are deleted as new ones arrive.
+    CREATE TABLE auth_failure (
+        key     TEXT NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE INDEX auth_failure_key ON auth_failure (key, expires);
+    CREATE INDEX auth_failure_expires ON auth_failure (expires);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..errors import InputError
-from ..interfaces import ICredentialStore, IListStore, IStore, IStoreExport
+from ..interfaces import ICredentialStore, IFailureStore, IListStore, IStore, IStoreExport
 from ..model import (Account, AccountSettings, ContactList, DomainKey, DomainStatus, ListMember, Suppression,
                      TrackingEvent, Usage, contact_key)
 from . import sqlite_contacts as contacts
@@ -239,7 +239,7 @@ def _read_transaction(txn: Transaction, interaction: Callable[..., _T], *args: o
 
 # -- the store ----------------------------------------------------------------------------
 
-@implementer(IStore, IListStore, ICredentialStore, IStoreExport)
+@implementer(IStore, IListStore, ICredentialStore, IStoreExport, IFailureStore)
 @define
 class SQLiteStore(SQLiteCredentials, SQLiteExport):
     """L{IStore}, L{IListStore} and L{ICredentialStore} on SQLite; build it with L{open_sqlite_store},

@@ -279,6 +279,21 @@ def _use_recovery_code(txn: Transaction, account: str, login: str, code_hash: st
 
 # -- the mixin ------------------------------------------------------------------------------
 
+def _count_failure(txn: Transaction, key: str, at: float, window: float) -> int:
+    txn.execute("DELETE FROM auth_failure WHERE expires <= ?", (at,))
+    txn.execute("INSERT INTO auth_failure (key, expires) VALUES (?, ?)", (key, at + window))
+    return _recent_failures(txn, key, at)
+
+
+def _recent_failures(txn: Transaction, key: str, at: float) -> int:
+    txn.execute("SELECT count(*) FROM auth_failure WHERE key = ? AND expires > ?", (key, at))
+    return int(txn.fetchone()[0])
+
+
+def _clear_failures(txn: Transaction, key: str) -> None:
+    txn.execute("DELETE FROM auth_failure WHERE key = ?", (key,))
+
+
 class SQLiteCredentials:
     """The L{ICredentialStore} methods of L{SQLiteStore}.
 
@@ -369,3 +384,14 @@ class SQLiteCredentials:
 
     def use_recovery_code(self, account: str, login: str, code_hash: str) -> "Deferred[bool]":
         return self._write(_use_recovery_code, account, login, code_hash)
+
+    # failed authentications (IFailureStore)
+
+    def count_failure(self, key: str, at: float, window: float) -> "Deferred[int]":
+        return self._write(_count_failure, key, at, window)
+
+    def recent_failures(self, key: str, at: float) -> "Deferred[int]":
+        return self._read(_recent_failures, key, at)
+
+    def clear_failures(self, key: str) -> "Deferred[None]":
+        return self._write(_clear_failures, key)

@@ -35,7 +35,7 @@ class PortalTests(SynchronousTestCase):
             return succeed(hasher.verify(password_hash, password))
 
         authenticator = Authenticator(accounts=store, credentials=store, verify=verify,
-                                      throttle=FailureThrottle(clock, limit=3, window=60), clock=clock)
+                                      throttle=FailureThrottle(store, clock, limit=3, window=60), clock=clock)
         self.portal = Portal(AccountRealm(store), [SecretLoginChecker(authenticator), ClientAddressChecker(store)])
 
     def test_smtp_auth_avatar_is_the_principal(self) -> None:

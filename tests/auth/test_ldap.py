@@ -211,7 +211,7 @@ class LocalThenDirectoryTests(DirectoryTestCase):
     def make_authenticator(self, directory: LDAPDirectory) -> Authenticator:
         clock = Clock()
         return Authenticator(accounts=self.store, credentials=self.store, verify=self.verify,
-                             throttle=FailureThrottle(clock, limit=100, window=60), clock=clock, directory=directory)
+                             throttle=FailureThrottle(self.store, clock, limit=100, window=60), clock=clock, directory=directory)
 
     def check(self, username: str, password: str, authenticator: Authenticator | None = None) -> "Deferred[str]":
         login = (authenticator or self.authenticator).smtp_login(username, Secret(password), LOOPBACK)

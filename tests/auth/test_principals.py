@@ -53,13 +53,13 @@ class AuthenticatorTestCase(SynchronousTestCase):
             return succeed(self.hasher.verify(password_hash, password))
 
         values: dict[str, Any] = dict(accounts=self.store, credentials=self.store, verify=verify,
-                                      throttle=FailureThrottle(self.clock, limit=LIMIT, window=300), clock=self.clock)
+                                      throttle=FailureThrottle(self.store, self.clock, limit=LIMIT, window=300), clock=self.clock)
         values.update(changes)
         return Authenticator(**values)
 
     def without_throttle(self) -> None:
         """For tests that fail more often than the throttle allows."""
-        self.authenticator = self.make_authenticator(throttle=FailureThrottle(self.clock, limit=100, window=300))
+        self.authenticator = self.make_authenticator(throttle=FailureThrottle(self.store, self.clock, limit=100, window=300))
 
     def ok(self, deferred: "Deferred[Any]") -> Any:
         return self.successResultOf(deferred)

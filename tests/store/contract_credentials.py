@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.defer import gatherResults
 from zope.interface.verify import verifyObject
 
-from jangotw.interfaces import ICredentialStore, IStore
+from jangotw.interfaces import ICredentialStore, IFailureStore, IStore
 from jangotw.model import PRIMARY, ApiToken, IPRule, Login, TwoFactor
 
 from .contract import StoreFixtures
@@ -419,3 +419,27 @@ class CredentialStoreContractMixin(StoreFixtures):
         results = await gatherResults([store.use_recovery_code("alice", PRIMARY, "hash-two")
                                        for _ in range(_RACERS)], consumeErrors=True)
         self.assertEqual(sorted(results), [False] * (_RACERS - 1) + [True])
+
+    # -- failed authentications (IFailureStore) ---------------------------------------
+
+    async def test_failures_count_within_their_window(self) -> None:
+        """Each failure counts until its own window ends; keys are independent; clearing forgets a key."""
+        store = await self.make_store()
+        self.assertTrue(verifyObject(IFailureStore, store))
+        self.assertEqual([await store.count_failure("ip:192.0.2.1", at, 300) for at in (100.0, 150.0, 200.0)],
+                         [1, 2, 3])
+        await store.count_failure("user:alice", 200.0, 300)
+        self.assertEqual(await store.recent_failures("ip:192.0.2.1", 399.0), 3)
+        self.assertEqual(await store.recent_failures("ip:192.0.2.1", 400.0), 2, "the first stopped counting")
+        self.assertEqual(await store.count_failure("ip:192.0.2.1", 460.0, 300), 2)
+        self.assertEqual(await store.recent_failures("ip:192.0.2.9", 460.0), 0)
+        await store.clear_failures("ip:192.0.2.1")
+        self.assertEqual(await store.recent_failures("ip:192.0.2.1", 460.0), 0)
+        self.assertEqual(await store.recent_failures("user:alice", 460.0), 1)
+
+    async def test_concurrent_failures_all_count(self) -> None:
+        """Failures arriving at once (other nodes, other workers) are all counted."""
+        store = await self.make_store()
+        counts = await gatherResults([store.count_failure("user:bob", 10.0, 60) for _ in range(20)])
+        self.assertEqual(sorted(counts), list(range(1, 21)))
+        self.assertEqual(await store.recent_failures("user:bob", 11.0), 20)

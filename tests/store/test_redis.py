@@ -118,6 +118,16 @@ class RedisStoreTests(TestCase):
         self.assertEqual(await one.usage("alice", "2024-05"), Usage(10, 100))
         self.assertEqual(await two.usage("alice", "2024-05"), Usage(10, 100))
 
+    async def test_two_nodes_share_failure_counts(self) -> None:
+        """Failed AUTHs spread over two nodes add up: guessing gains nothing from more nodes."""
+        server = await start_redis(self)
+        one, two = await self.open(server.url()), await self.open(server.url())
+        counts = [(one if number % 2 else two).count_failure("auth:user:alice", 100.0, 300) for number in range(10)]
+        self.assertEqual(sorted(await gatherResults(counts, consumeErrors=True)), list(range(1, 11)))
+        self.assertEqual(await one.recent_failures("auth:user:alice", 101.0), 10)
+        await two.clear_failures("auth:user:alice")
+        self.assertEqual(await one.recent_failures("auth:user:alice", 101.0), 0)
+
     async def test_suppression_seen_by_other_node(self) -> None:
         """An address suppressed through one node is suppressed for the other at once."""
         server = await start_redis(self)
