@@ -265,6 +265,15 @@ class IListStore(Interface):
     def initiation_password_hash(account: str) -> "Deferred[str | None]":  # type: ignore[empty-body]
         """The initiation password hash, or None when none was set."""
 
+    def save_campaign(account: str, campaign_id: str, document: str) -> "Deferred[None]":  # type: ignore[empty-body]
+        """Store (replace) a mailing's progress, a JSON document, so every node can show it."""
+
+    def campaigns(account: str) -> "Deferred[list[str]]":  # type: ignore[empty-body]
+        """The account's campaign documents, by campaign id (queue ids, so oldest first)."""
+
+    def campaign(account: str, campaign_id: str) -> "Deferred[str | None]":  # type: ignore[empty-body]
+        """One campaign document (the id matched exactly), or None."""
+
 
 class ICredentialStore(Interface):
     """Additional logins, API tokens, login IP rules and two-factor state of accounts.

@@ -160,7 +160,7 @@ class Campaigns:
                 batch = await self._batch(record, progress, [m.address for m in page], body_path, size,
                                           contact_list.from_address, state_path)
                 progress.cursor = page[-1].address
-            await self._blocking(_save, state_path, progress)
+            await self._record(state_path, progress)
             if batch is not None:
                 self.enqueue(batch)  # only now: the saved progress counts it
         with suppress(FileNotFoundError):
@@ -172,6 +172,12 @@ class Campaigns:
         return [RecipientResult(r, RecipientStatus.DELIVERED, 250, "2.0.0",
                                 f"mailing queued for {progress.queued} of {progress.members} members")
                 for r in recipients]
+
+    async def _record(self, state_path: str, progress: CampaignProgress) -> None:
+        """Save progress: on this node's disk (what a restart resumes from), then in the store
+        (what every node and C{campaign list} show)."""
+        await self._blocking(_save, state_path, progress)
+        await self.lists.save_campaign(progress.account, progress.id, json.dumps(asdict(progress)))
 
     async def _resumed(self, saved: dict[str, Any]) -> CampaignProgress:
         """The progress to go on from: a batch interrupted in its commit counts if it was
@@ -215,7 +221,7 @@ class Campaigns:
         spool_file = self.spool.open()
         progress.queued += len(rest)
         progress.cursor, progress.pending, progress.previous = addresses[-1], spool_file.message_id, previous
-        await self._blocking(_save, state_path, progress)
+        await self._record(state_path, progress)
         try:
             await self._blocking(_copy_into, body_path, spool_file)
         except OSError:

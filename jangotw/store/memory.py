@@ -80,6 +80,7 @@ class MemoryStore(MemoryCredentials):
     _contact_lists: dict[int, dict[str, _MemoryList]] = field(factory=dict, init=False)  # by contact_key(name)
     _default_lists: dict[int, str] = field(factory=dict, init=False)  # account id -> contact_key(name)
     _initiation: dict[int, str] = field(factory=dict, init=False)  # account id -> password hash
+    _campaigns: dict[int, dict[str, str]] = field(factory=dict, init=False)  # account id -> id -> document
 
     def _get(self, name: str) -> Account:
         account = self._accounts.get(name.lower())
@@ -495,6 +496,26 @@ class MemoryStore(MemoryCredentials):
     def initiation_password_hash(self, account: str) -> "Deferred[str | None]":
         try:
             return succeed(self._initiation.get(self._get(account).id))
+        except InputError as error:
+            return fail(error)
+
+    def save_campaign(self, account: str, campaign_id: str, document: str) -> "Deferred[None]":
+        try:
+            self._campaigns.setdefault(self._get(account).id, {})[campaign_id] = document
+        except InputError as error:
+            return fail(error)
+        return succeed(None)
+
+    def campaigns(self, account: str) -> "Deferred[list[str]]":
+        try:
+            found = self._campaigns.get(self._get(account).id, {})
+        except InputError as error:
+            return fail(error)
+        return succeed([found[campaign_id] for campaign_id in sorted(found)])
+
+    def campaign(self, account: str, campaign_id: str) -> "Deferred[str | None]":
+        try:
+            return succeed(self._campaigns.get(self._get(account).id, {}).get(campaign_id))
         except InputError as error:
             return fail(error)
 

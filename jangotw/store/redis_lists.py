@@ -286,3 +286,15 @@ class RedisLists:
 
     def initiation_password_hash(self: _Scripted, account: str) -> "Deferred[str | None]":
         return self._on_account(account, "HGET", "initiation", "password_hash")
+
+    def save_campaign(self: _Scripted, account: str, campaign_id: str, document: str) -> "Deferred[None]":
+        return self._on_account(account, "HSET", "campaigns", campaign_id, document).addCallback(lambda _: None)
+
+    def campaigns(self: _Scripted, account: str) -> "Deferred[list[str]]":
+        def ordered(reply: Sequence[str]) -> list[str]:
+            found = dict(zip(reply[::2], reply[1::2]))  # an HGETALL reply: id, document, ...
+            return [found[campaign_id] for campaign_id in sorted(found)]
+        return self._on_account(account, "HGETALL", "campaigns").addCallback(ordered)
+
+    def campaign(self: _Scripted, account: str, campaign_id: str) -> "Deferred[str | None]":
+        return self._on_account(account, "HGET", "campaigns", campaign_id)

@@ -304,6 +304,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX auth_failure_key ON auth_failure (key, expires);
     CREATE INDEX auth_failure_expires ON auth_failure (expires);
     """,
+    # 8: campaign progress, shown by every process (the sending node resumes from its spool).
+    """
+    CREATE TABLE campaign (
+        account_id INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        id         TEXT    NOT NULL,  -- the initiation message's queue id
+        document   TEXT    NOT NULL,  -- the progress as JSON (jangotw.initiation.fanout.CampaignProgress)
+        PRIMARY KEY (account_id, id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -33,6 +33,7 @@ from ..interfaces import ICredentialStore, IFailureStore, IListStore, IStore, IS
 from ..model import (Account, AccountSettings, ContactList, DomainKey, DomainStatus, ListMember, Suppression,
                      TrackingEvent, Usage, contact_key)
 from . import sqlite_contacts as contacts
+from .sqlite_campaigns import SQLiteCampaigns
 from . import sqlite_domains as domains
 from . import sqlite_lists as lists
 from . import sqlite_usage as activity
@@ -241,7 +242,7 @@ def _read_transaction(txn: Transaction, interaction: Callable[..., _T], *args: o
 
 @implementer(IStore, IListStore, ICredentialStore, IStoreExport, IFailureStore)
 @define
-class SQLiteStore(SQLiteCredentials, SQLiteExport):
+class SQLiteStore(SQLiteCredentials, SQLiteCampaigns, SQLiteExport):
     """L{IStore}, L{IListStore} and L{ICredentialStore} on SQLite; build it with L{open_sqlite_store},
     which applies migrations.
 

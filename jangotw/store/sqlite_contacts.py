@@ -32,6 +32,9 @@ __all__ = [
     "select_members",
     "set_initiation_hash",
     "select_initiation_hash",
+    "save_campaign",
+    "select_campaigns",
+    "select_campaign",
 ]
 
 ListRow = tuple[str, str, str, str, float, int]  # account name, list name, from name, from address, created, members
@@ -186,5 +189,25 @@ def set_initiation_hash(txn: Transaction, account: str, password_hash: str) -> N
 def select_initiation_hash(txn: Transaction, account: str) -> str | None:
     account_id, _ = _account(txn, account)
     txn.execute("SELECT password_hash FROM initiation_password WHERE account_id = ?", (account_id,))
+    row = txn.fetchone()
+    return None if row is None else str(row[0])
+
+
+def save_campaign(txn: Transaction, account: str, campaign_id: str, document: str) -> None:
+    account_id, _ = _account(txn, account)
+    txn.execute("INSERT INTO campaign (account_id, id, document) VALUES (?, ?, ?) "
+                "ON CONFLICT (account_id, id) DO UPDATE SET document = excluded.document",
+                (account_id, campaign_id, document))
+
+
+def select_campaigns(txn: Transaction, account: str) -> list[str]:
+    account_id, _ = _account(txn, account)
+    txn.execute("SELECT document FROM campaign WHERE account_id = ? ORDER BY id", (account_id,))
+    return [str(row[0]) for row in txn.fetchall()]
+
+
+def select_campaign(txn: Transaction, account: str, campaign_id: str) -> str | None:
+    account_id, _ = _account(txn, account)
+    txn.execute("SELECT document FROM campaign WHERE account_id = ? AND id = ?", (account_id, campaign_id))
     row = txn.fetchone()
     return None if row is None else str(row[0])

@@ -342,3 +342,19 @@ class ListStoreContractMixin(StoreFixtures):
         self.assertEqual(account.password_hash, "$login")
         await store.set_password_hash("alice", "$login-2")
         self.assertEqual(await store.initiation_password_hash("alice"), "$initiation-2")
+
+    # -- campaign progress ----------------------------------------------------------------
+
+    async def test_campaigns_saved_replaced_and_listed(self) -> None:
+        """A campaign's progress is replaced as it goes; an account's campaigns come back by id."""
+        store = await self.store_with("Alice", "Bob")
+        await store.save_campaign("alice", "66B2", '{"id": "66B2", "queued": 1000}')
+        await store.save_campaign("alice", "66A1", '{"id": "66A1", "queued": 5}')
+        await store.save_campaign("ALICE", "66B2", '{"id": "66B2", "queued": 2000}')
+        self.assertEqual(await store.campaigns("alice"),
+                         ['{"id": "66A1", "queued": 5}', '{"id": "66B2", "queued": 2000}'])
+        self.assertEqual(await store.campaign("alice", "66B2"), '{"id": "66B2", "queued": 2000}')
+        self.assertIsNone(await store.campaign("alice", "66C3"))
+        self.assertEqual(await store.campaigns("bob"), [])
+        self.assertIsNone(await store.campaign("bob", "66A1"), "one account never sees another's")
+        await self.assert_input_error(store.campaigns("carol"))

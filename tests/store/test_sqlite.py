@@ -135,7 +135,7 @@ class SQLiteFileTests(SQLiteFileMixin, TestCase):
             connection.close()
         store = await self.open(path)
         self.assertEqual(await self.user_version(store), SCHEMA_VERSION)
-        self.assertEqual(SCHEMA_VERSION, 7)
+        self.assertEqual(SCHEMA_VERSION, 8)
         account = await store.get_account("alice")
         assert account is not None
         self.assertEqual((account.name, account.password_hash, account.created), ("Alice", "hash", 5.0))
