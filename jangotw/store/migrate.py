@@ -17,6 +17,8 @@ except that event counts add up.
 """
 from __future__ import annotations
 
+import json
+
 import os
 from ipaddress import ip_network
 from typing import Any
@@ -47,7 +49,7 @@ _RECORD_COUNTS: dict[type, str] = {
 #: What a migration counts, in the order it reports them.
 COUNTED: tuple[str, ...] = (
     "accounts", "networks", "from_addresses", "domains", "domain_keys", "logins", "tokens", "ip_rules", "two_factor",
-    "contact_lists", "members", "default_lists", "initiation_passwords", "suppressions", "soft_bounces",
+    "contact_lists", "members", "default_lists", "initiation_passwords", "campaigns", "suppressions", "soft_bounces",
     "sends", "usage_months", "quota_warnings", "links", "events",
 )
 
@@ -179,6 +181,9 @@ class Migration:
         if password_hash is not None:
             await self.destination.set_initiation_password_hash(account, password_hash)
             counts["initiation_passwords"] += 1
+        for document in await self.source.campaigns(account):
+            await self.destination.save_campaign(account, json.loads(document)["id"], document)
+            counts["campaigns"] += 1
 
 
 def migrate_stores(reactor: IReactorCore, source_url: str, destination_url: str,

@@ -86,6 +86,7 @@ class MigrationTests(TestCase):
         await store.add_members("bob", "News Letter", [ListMember("only@example.com")])
         await store.set_default_list("alice", "Offers")
         await store.set_initiation_password_hash("alice", "$argon2id$initiation")
+        await store.save_campaign("alice", "66A1", '{"id": "66A1", "queued": 5}')
         if ICredentialStore.providedBy(store):
             tick()
             await store.add_login(Login("alice", "Ops", frozenset({"relay", "reports"}), password_hash="$ops"))
@@ -131,6 +132,7 @@ class MigrationTests(TestCase):
                 "members": [await self.all_members(store, account, found.name) for found in lists],
                 "default": await store.default_list(account),
                 "initiation": await store.initiation_password_hash(account),
+                "campaigns": await store.campaigns(account),
             }
             if ICredentialStore.providedBy(store):
                 logins = await store.list_logins(account)
@@ -167,7 +169,7 @@ class MigrationTests(TestCase):
             "accounts": 2, "networks": 2, "from_addresses": 2, "domains": 2, "domain_keys": 3,
             "logins": 2 if credentials else 0, "tokens": 2 if credentials else 0,
             "ip_rules": 2 if credentials else 0, "two_factor": 1 if credentials else 0,
-            "contact_lists": 3, "members": _MEMBERS + 1, "default_lists": 1, "initiation_passwords": 1,
+            "contact_lists": 3, "members": _MEMBERS + 1, "default_lists": 1, "initiation_passwords": 1, "campaigns": 1,
             "suppressions": 3, "soft_bounces": 1, "sends": 3, "usage_months": 2, "quota_warnings": 1,
             "links": 2, "events": 4,
         })
