@@ -181,6 +181,9 @@ class ServerConfig:
                                 '"redis://host:port/db".', _store_url)
     shutdown_grace: int = _key(30, "Seconds open SMTP sessions get, after SIGTERM, to finish the transaction "
                                    "in progress; then 421 4.3.2 closes the rest.", _at_least(0))
+    workers: int = _key(0, "Reactor processes serving the listeners, each with its own spool (spool/w<N>/) "
+                           "and queue, supervised by the twistd process; 0: one per CPU; 1: a single "
+                           "process with spool/ (no supervisor). Needs a restart.", _at_least(0))
 
 
 @frozen
@@ -279,8 +282,11 @@ class InitiationConfig:
 class AdminConfig:
     listen: tuple[str, ...] = _key(["tcp:8025:interface=127.0.0.1"],
                                    "Admin web server listeners (endpoint strings): /metrics (Prometheus), "
-                                   "/healthz, /readyz. No authentication: keep them on loopback or a "
-                                   "firewalled network.")
+                                   "/healthz, /readyz without authentication, and the JSON admin API under "
+                                   "/api/v1 (Bearer tokens). Keep them on loopback or a firewalled network.")
+    operators: tuple[str, ...] = _key([], "Accounts whose logins may use the admin API on every account, the "
+                                          "whole queue and the audit log; every other login acts only on its "
+                                          "own account.")
 
 
 @frozen

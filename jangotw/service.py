@@ -32,7 +32,13 @@ from .auth.passwords import PasswordHasher
 from .auth.principals import Authenticator
 from .auth.realm import AccountRealm
 from .auth.throttle import FailureThrottle
+from .admin.api import AdminAPI
+from .admin.api_audit import AuditLog
+from .admin.api_auth import ApiCredentials
+from .admin.api_session import SessionSigner
 from .admin.health import Readiness
+from .admin.routes import ROUTES
+from .admin.services import build_admin
 from .admin.web import admin_root, admin_site
 from .config import Config, load_config
 from .errors import ConfigError
@@ -52,6 +58,7 @@ from .outbound.pool import ConnectionPool as OutboundPool
 from .pipeline.quota import Quota
 from .pipeline.render import Renderer
 from .pipeline.runner import Pipeline
+from .pipeline.summary import Summaries
 from .pipeline.suppression import Suppression, read_blocklist
 from .queue.control import ControlRequests
 from .queue.local import BounceMailbox
@@ -71,7 +78,9 @@ from .senders.dns import Lookups
 from .senders.returnpath import ReturnPathDomains
 from .senders.spf import SPFChecker
 from .senders.verification import FromVerification
+from .spool.adopt import adopt_orphans, spool_root
 from .spool.writer import Spool
+from .workers import Inherited, worker_count
 from .reload import CurrentCertificate, merge
 from .store.opening import open_store
 
@@ -97,9 +106,10 @@ class ListeningPort(Service):
 class RelayService(MultiService):
     """Everything C{twistd jangomail} runs, built from one L{Config}."""
 
-    def __init__(self, config: Config, reactor: Any, config_path: str = "") -> None:
+    def __init__(self, config: Config, reactor: Any, config_path: str = "", worker: Inherited | None = None) -> None:
         super().__init__()
         self.config = config
+        self.worker = worker  # one of several worker processes (jangotw.workers); None: the only process
         self.config_path = config_path  # read again on SIGHUP (reload)
         self.reactor = reactor
         self.metrics = Metrics()
@@ -107,14 +117,18 @@ class RelayService(MultiService):
         self.session_settings = _session_settings(config)  # replaced on reload; new sessions read it
         self.limiter = ConnectionLimiter(config.smtp.max_connections, config.smtp.max_connections_per_ip)
         self.cpu_pool = ThreadPool(minthreads=0, maxthreads=max(2, os.cpu_count() or 2), name="cpu")
-        self.spool_pool = ThreadPool(minthreads=1, maxthreads=16, name="spool")  # fsync waits on the disk, not the CPU
+        # Commits and removals are grouped into one pass each at a time (spool.writer): a few threads
+        # suffice, and fewer threads contend less for the GIL.
+        self.spool_pool = ThreadPool(minthreads=1, maxthreads=4, name="spool")
         self.ldap_pool = (ThreadPool(minthreads=0, maxthreads=config.ldap.pool_size, name="ldap")
                           if config.ldap.url else None)
         self.tls_options = (
             CurrentCertificate(server_tls_options(config.tls.certificate, config.tls.key))
             if config.tls.certificate else None
         )
-        self.spool = Spool(os.path.join(config.server.data_dir, "spool"), reactor, reactor, self.spool_pool)
+        self.spool_dir = os.path.join(config.server.data_dir, "spool")
+        self.spool = Spool(spool_root(self.spool_dir, worker_count(config), worker.index if worker else None),
+                           reactor, reactor, self.spool_pool)
         self.store: IStore | None = None
         self.deliverer: SMTPDeliverer | None = None
         self.authenticator: Authenticator | None = None  # one for SMTP AUTH and the admin API: one throttle
@@ -136,6 +150,8 @@ class RelayService(MultiService):
 
     async def _start(self) -> None:
         self.store = await open_store(self.reactor, self.config)
+        if self.worker is None:  # a worker's supervisor did this before starting it
+            await deferToThreadPool(self.reactor, self.spool_pool, adopt_orphans, self.spool_dir, [self.spool.root])
         queued = await self.spool.recover()
         log.info("spool holds {count} message(s) awaiting delivery", count=len(queued))
         self.tracking_signer = TokenSigner(await self._secret("tracking.key"))
@@ -159,16 +175,37 @@ class RelayService(MultiService):
                                TLSMemoryBIOFactory(self.tls_options, False, factory))
         readiness = Readiness(self.store, self.spool.layout.directory(TMP), self.reactor, self.reactor,
                               self.spool_pool)
-        admin = admin_site(admin_root(self.metrics, readiness), self.reactor)  # the JSON API attaches: api_v1=
+        admin = admin_site(admin_root(self.metrics, readiness, api_v1=await self._admin_api(self.store)),
+                           self.reactor)
         for description in self.config.admin.listen:
             await self._listen(f"admin:{description}", description, admin)
+        if self.worker is not None:
+            log.info("worker {index} ready: {count} message(s) recovered from {spool}", index=self.worker.index,
+                     count=len(queued), spool=self.spool.root)
+
+    async def _admin_api(self, store: IStore) -> AdminAPI:
+        """The JSON admin API: the service layers jangomail-admin uses, behind the shared authenticator."""
+        assert self.authenticator is not None
+        admin = await build_admin(self.reactor, self.config, store, cpu=self.cpu_pool, io=self.spool_pool)
+        sessions = SessionSigner(await self._secret("api-session.key"), self.reactor)
+        audit = AuditLog(os.path.join(self.config.server.data_dir, "audit.log"), self.reactor, self.reactor,
+                         self.spool_pool)
+        credentials = ApiCredentials(self.authenticator, sessions, store, ICredentialStore(store, None))
+        return AdminAPI(ROUTES, admin, credentials, audit, self.config.admin.operators)
 
     def _failed(self, failure: Failure) -> None:
         log.failure("jangotw could not start", failure)
         self.ready.errback(failure)
 
     async def _listen(self, name: str, description: str, factory: IProtocolFactory) -> None:
-        port = await serverFromString(self.reactor, description).listen(factory)
+        if self.worker is None:
+            port = await serverFromString(self.reactor, description).listen(factory)
+        elif name in self.worker.sockets:  # opened by the supervisor, shared with the other workers
+            fd, family = self.worker.sockets[name]
+            port = self.reactor.adoptStreamPort(fd, family, factory)
+            os.close(fd)  # the port holds its own copy
+        else:
+            return  # not this worker's (the admin listener is worker 0's)
         log.info("listening on {name} at {address}", name=name, address=str(port.getHost()))
         listener = ListeningPort(port)
         listener.setName(name)
@@ -198,7 +235,8 @@ class RelayService(MultiService):
             relay_host=delivery.relay_host,
             relay_auth=await self._relay_credentials(),
             require_verified_tls=frozenset(delivery.require_verified_tls),
-            pool=OutboundPool(reactor),
+            # As many idle sessions per server as attempts may run to it: a burst does not churn connections.
+            pool=OutboundPool(reactor, max_idle=delivery.max_per_destination),
         )
         bounce_domain = delivery.bounce_domain.lower()
         return_domains = ReturnPathDomains(Lookups(resolver), bounce_domain, reactor)
@@ -208,8 +246,9 @@ class RelayService(MultiService):
             return signer.return_path(record.message_id, index, domain)
         notices = Notices(self.spool, reactor, hostname)
         blocklist = await deferToThreadPool(reactor, self.spool_pool, read_blocklist, delivery.blocklist_file)
+        summaries = Summaries(self.spool.body_path, reactor, self.spool_pool)  # read once for both
         pipeline = Pipeline(stages=(Suppression(store, blocklist), Quota(store, reactor)), accounts=store,
-                            read_headers=notices.header_block)
+                            headers=summaries.headers)
         queue = QueueManager(
             clock=reactor,
             spool=self.spool,
@@ -229,7 +268,7 @@ class RelayService(MultiService):
             max_per_destination=delivery.max_per_destination,
             hold=delivery.hold,
             prepare=pipeline.prepare,
-            renderer=self._renderer(store, notices),
+            renderer=self._renderer(store, summaries),
             metrics=self.metrics,
         )
         if IListStore.providedBy(store):
@@ -244,14 +283,14 @@ class RelayService(MultiService):
         poller.setServiceParent(self)
         return queue
 
-    def _renderer(self, store: IStore, notices: Notices) -> Renderer:
+    def _renderer(self, store: IStore, summaries: Summaries) -> Renderer:
         renderer = Renderer(
             store=store,
             signer=self.tracking_signer,
             base_url=self.config.tracking.base_url,
             bounce_domain=self.config.delivery.bounce_domain.lower(),
             directory=os.path.join(self.spool.root, "render"),
-            read_headers=notices.header_block,
+            summaries=summaries,
             spool_body=self.spool.body_path,
             reactor=self.reactor,
             clock=self.reactor,

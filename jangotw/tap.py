@@ -3,12 +3,15 @@
 
 The only module that imports the global reactor. Process-level behaviour lives
 here too: which log observer twistd starts (L{jangotw.logs}), and the signals
-(SIGTERM stops gracefully and exits 0, SIGHUP reloads).
+(SIGTERM stops gracefully and exits 0, SIGHUP reloads). With C{[server] workers}
+above 1 the process is the L{jangotw.workers.Supervisor} of that many worker
+processes (each a L{RelayService} started with C{--worker N}).
 """
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from typing import Any
 
 from twisted.internet.error import ReactorNotRunning
@@ -19,12 +22,14 @@ from .config import load_config
 from .errors import ConfigError
 from .logs import FORMATS, LEVELS, observer_name
 from .service import RelayService
+from .workers import Inherited, Supervisor, die_with_supervisor, worker_count
 
 __all__ = ["Options", "makeService"]
 
 log = Logger()
 
 DEFAULT_CONFIG = "/etc/jangotw/jangomail.toml"
+GIL_SWITCH_INTERVAL = 0.0005  # seconds
 
 
 class Options(usage.Options):
@@ -35,12 +40,15 @@ class Options(usage.Options):
         ["config", "c", os.environ.get("JANGOMAIL_CONFIG", DEFAULT_CONFIG), "Configuration file (TOML)."],
         ["log-format", None, None, "text (default: human-readable) or json (one JSON object per line)."],
         ["log-level", None, None, "info (default) or debug (adds the SMTP transcripts)."],
+        ["worker", None, None, "Internal: run as worker N of [server] workers (the supervisor starts them)."],
     ]
 
     def postOptions(self) -> None:
         for name, choices in (("log-format", FORMATS), ("log-level", LEVELS)):
             if self[name] is not None and self[name] not in choices:
                 raise usage.UsageError(f"--{name} must be one of {', '.join(choices)}")
+        if self["worker"] is not None and not self["worker"].isdigit():
+            raise usage.UsageError("--worker takes a worker number")
         self._choose_logger()
         try:
             self["loaded"] = load_config(self["config"])
@@ -63,16 +71,28 @@ class Options(usage.Options):
                                    "and without --logfile, --syslog or --logger")
 
 
-def makeService(options: Options) -> RelayService:
+def makeService(options: Options) -> RelayService | Supervisor:
     from twisted.internet import reactor
 
-    service = RelayService(options["loaded"], reactor, options["config"])
+    # The reactor thread releases the GIL at every socket call; while a pool thread renders or
+    # signs, getting it back waits out the switch interval (5 ms by default) each time.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    config = options["loaded"]
+    service: RelayService | Supervisor
+    if options["worker"] is not None:
+        die_with_supervisor()
+        service = RelayService(config, reactor, options["config"], Inherited.from_environment(int(options["worker"])))
+    elif worker_count(config) > 1:
+        passed = [f"--{name}={options[name]}" for name in ("log-format", "log-level") if options[name] is not None]
+        service = Supervisor(config, options["config"], reactor, worker_count(config), tuple(passed))
+    else:
+        service = RelayService(config, reactor, options["config"])
     service.ready.addErrback(lambda failure: reactor.stop())  # already logged: exit, don't limp on
     reactor.callWhenRunning(_handle_signals, reactor, service)  # after the reactor installs its own
     return service
 
 
-def _handle_signals(reactor: Any, service: RelayService) -> None:
+def _handle_signals(reactor: Any, service: RelayService | Supervisor) -> None:
     """SIGTERM: stop gracefully and exit 0 (the reactor's own handler re-raises the signal,
     so the process would die by it). SIGHUP: reload. Both run on the reactor thread."""
     def stop() -> None:

@@ -6,6 +6,8 @@ import datetime
 import json
 import os
 import platform
+import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -41,19 +43,21 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
 
 
 def jangotw(directory: str, port: int, sink: int, tracking: bool = False, extra: str = "",
-            setup: Callable[[list[str]], None] | None = None) -> subprocess.Popen[bytes]:
+            setup: Callable[[list[str]], None] | None = None, workers: int = 0) -> subprocess.Popen[bytes]:
     """twistd jangomail with an IP-authorised benchmark account relaying to the sink
     (with open/click tracking and List-Unsubscribe on, when asked); C{extra} is appended to
-    the configuration, C{setup} gets the admin command line before the server starts."""
+    the configuration, C{setup} gets the admin command line before the server starts; C{workers}
+    is [server] workers (0: one per CPU, the default)."""
     config = os.path.join(directory, "jangomail.toml")
     with open(config, "w") as handle:
         handle.write(f"""[server]
 hostname = "bench.jangotw.test"
 data_dir = "{directory}/data"
+workers = {workers}
 [smtp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
+listen = ["tcp:{port}:interface=127.0.0.1:backlog=1024"]
 tls_listen = []
-max_connections_per_ip = 10000
+max_connections_per_ip = 20000
 max_connections = 20000
 [delivery]
 relay_host = "127.0.0.1:{sink}"
@@ -68,8 +72,10 @@ relay_host = "127.0.0.1:{sink}"
                        check=True, stdout=subprocess.DEVNULL)
     if setup is not None:
         setup(admin)
-    return subprocess.Popen([os.path.join(VENV, "twistd"), "--nodaemon", "--pidfile=",
-                             f"--logfile={directory}/twistd.log", "jangomail", "--config", config])
+    # As in production (etc/jangomail.service): standard output at level info, here into a file.
+    with open(os.path.join(directory, "twistd.log"), "wb") as log:
+        return subprocess.Popen([os.path.join(VENV, "twistd"), "--nodaemon", "--pidfile=", "jangomail",
+                                 "--config", config], stdout=log, stderr=subprocess.STDOUT)
 
 
 def peer(name: str, directory: str, port: int, sink: int) -> tuple[subprocess.Popen[bytes] | None, list[str]]:
@@ -93,6 +99,30 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
             process.kill()
 
 
+def profiler(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling C{pid} and its children (the workers) into a raw collapsed-stack file,
+    written when it gets SIGINT (see L{stop_profiler})."""
+    return subprocess.Popen([os.path.join(VENV, "py-spy"), "record", "--format", "raw", "--nonblocking", "--gil",
+                             "--subprocesses", "--rate", "200", "--output", output, "--pid", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(process: subprocess.Popen[bytes], output: str) -> None:
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    print(f"profile: {output} (collapsed stacks; top functions by own samples below)")
+    own: dict[str, int] = {}
+    total = 0
+    with open(output) as handle:
+        for line in handle:
+            stack, _, count = line.rstrip().rpartition(" ")
+            frame = stack.rsplit(";", 1)[-1]
+            own[frame] = own.get(frame, 0) + int(count)
+            total += int(count)
+    for frame, count in sorted(own.items(), key=lambda item: -item[1])[:25]:
+        print(f"{100 * count / max(1, total):5.1f}%  {frame}")
+
+
 def harness(target: str, port: int, sink: int, pids: list[str], args: argparse.Namespace, raw: str) -> None:
     command = [sys.executable, os.path.join(HARNESS, "relay_bench.py"), f"127.0.0.1:{port}",
                "--sink-port", str(sink), "--name", target, "--profiles", args.profiles,
@@ -108,10 +138,73 @@ def runs(raw: str) -> Iterator[dict[str, object]]:
             yield json.loads(line)
 
 
+def process_tree(pid: int) -> list[int]:
+    """C{pid} and its descendants (a supervisor's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    children.setdefault(int(handle.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    found, waiting = [], [pid]
+    while waiting:
+        current = waiting.pop()
+        found.append(current)
+        waiting.extend(children.get(current, ()))
+    return found
+
+
 def memory_kb(pid: int) -> dict[str, int]:
-    with open(f"/proc/{pid}/status") as handle:
-        return {name: int(value.split()[0]) for name, _, value in (line.partition(":") for line in handle)
-                if name in ("VmRSS", "VmHWM")}
+    """VmRSS and VmHWM (each process's own peak) summed over C{pid}'s process tree, in kB."""
+    total = {"VmRSS": 0, "VmHWM": 0, "processes": 0}
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/status") as handle:
+                for name, _, value in (line.partition(":") for line in handle):
+                    if name in ("VmRSS", "VmHWM"):
+                        total[name] += int(value.split()[0])
+            total["processes"] += 1
+        except OSError:
+            continue
+    return total
+
+
+def wait_for_workers(pid: int, workers: int, seconds: float = 60.0) -> None:
+    """Until the supervisor has C{workers} children (the listeners accept before they run)."""
+    deadline = time.monotonic() + seconds
+    while len(process_tree(pid)) < 1 + (workers if workers > 1 else 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)  # each worker opens the store and recovers its spool before it accepts
+
+
+def loads() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def save(section: str, result: object, started_load: float) -> None:
+    """Put one mode's figures into bench/results.json (with date, machine, load and command),
+    keeping the other modes' last figures."""
+    path = os.path.join(RESULTS, "results.json")
+    try:
+        with open(path) as handle:
+            document = json.load(handle)
+    except (OSError, ValueError):
+        document = {}
+    if "rows" in document:  # the older one-section layout: the relay figures
+        document = {"relay": document}
+    document[section] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.python_implementation()} "
+                   f"{platform.python_version()}",
+        "load_average_1m": {"start": started_load, "end": loads()},
+        "command": "scripts/bench " + " ".join(sys.argv[1:]),
+        "result": result,
+    }
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(document, handle, indent=2)
 
 
 def big_message(size: int) -> bytes:
@@ -131,17 +224,19 @@ def big_message(size: int) -> bytes:
     return message.as_bytes()
 
 
-def memory(recipients: int, tracking: bool) -> dict[str, object]:
-    """Peak RSS growth of the server relaying one ~29.5 MB message to C{recipients} recipients."""
+def memory(recipients: int, tracking: bool, workers: int) -> dict[str, object]:
+    """Peak RSS growth of the server relaying one ~29.5 MB message to C{recipients} recipients
+    (summed over the supervisor and its workers; only one worker takes the message)."""
     import smtplib
 
     directory = tempfile.mkdtemp(prefix="bench-memory-")
     port, sink = free_port(), free_port()
     sink_process = subprocess.Popen([sys.executable, os.path.join(HARNESS, "sink.py"), "--port", str(sink),
                                      "--expect", str(recipients)], stdout=subprocess.PIPE)
-    server = jangotw(directory, port, sink, tracking)
+    server = jangotw(directory, port, sink, tracking, workers=workers)
     try:
         wait_for_port(port, server)
+        wait_for_workers(server.pid, workers)
         data = big_message(29 * 1024 * 1024)  # just under the 30 MiB SIZE limit
         before = memory_kb(server.pid)
         started = time.monotonic()
@@ -159,10 +254,65 @@ def memory(recipients: int, tracking: bool) -> dict[str, object]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def idle(connections: int, workers: int) -> dict[str, object]:
+    """Server memory with C{connections} idle SMTP sessions open (each greeted, then silent)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = connections + 1024
+    if hard < needed:
+        raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} < {needed}: raise it (ulimit -Hn) first")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))  # the server inherits it too
+    directory = tempfile.mkdtemp(prefix="bench-idle-")
+    port, sink = free_port(), free_port()
+    server = jangotw(directory, port, sink, workers=workers)
+    sockets: list[socket.socket] = []
+    try:
+        wait_for_port(port, server)
+        wait_for_workers(server.pid, workers)
+        before = memory_kb(server.pid)
+        started = time.monotonic()
+        greeted = 0
+        with selectors.DefaultSelector() as waiting:
+            for _ in range(connections):
+                client = socket.create_connection(("127.0.0.1", port), timeout=30)
+                client.setblocking(False)
+                sockets.append(client)
+                waiting.register(client, selectors.EVENT_READ)
+                while len(sockets) - greeted > 500:  # at most 500 banners outstanding
+                    greeted += _banners(waiting)
+            while greeted < connections:
+                greeted += _banners(waiting)
+        seconds = time.monotonic() - started
+        time.sleep(1.0)
+        after = memory_kb(server.pid)
+        return {"connections": connections, "processes": after["processes"], "seconds_to_open": round(seconds, 1),
+                "rss_before_mb": round(before["VmRSS"] / 1024, 1), "rss_mb": round(after["VmRSS"] / 1024, 1),
+                "growth_mb": round((after["VmRSS"] - before["VmRSS"]) / 1024, 1),
+                "kb_per_connection": round((after["VmRSS"] - before["VmRSS"]) / connections, 1)}
+    finally:
+        for client in sockets:
+            client.close()
+        stop(server)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _banners(waiting: selectors.BaseSelector) -> int:
+    """Read the 220 greetings that have arrived; how many sessions were greeted."""
+    greeted = 0
+    for key, _ in waiting.select(timeout=30):
+        data = key.fileobj.recv(512)  # type: ignore[union-attr]
+        if not data.startswith(b"220"):
+            raise SystemExit(f"expected a 220 greeting, got {data[:80]!r}")
+        waiting.unregister(key.fileobj)
+        greeted += 1
+    if not greeted:
+        raise SystemExit("no greeting within 30 s")
+    return greeted
+
+
 FANOUT_PASSWORD = "bench fanout violet harbour"
 
 
-def fanout(members: int) -> dict[str, object]:
+def fanout(members: int, workers: int, profile: str | None = None) -> dict[str, object]:
     """Recipients per second from one initiation mail to the last personalised copy at the sink
     (open and click tracking and List-Unsubscribe on: one rendered copy per member)."""
     import smtplib
@@ -185,10 +335,12 @@ def fanout(members: int) -> dict[str, object]:
     # + 1: the confirmation mail to the sender also reaches the sink.
     sink_process = subprocess.Popen([sys.executable, os.path.join(HARNESS, "sink.py"), "--port", str(sink),
                                      "--expect", str(members + 1)], stdout=subprocess.PIPE)
-    server = jangotw(directory, port, sink, tracking=True, setup=setup,
+    server = jangotw(directory, port, sink, tracking=True, setup=setup, workers=workers,
                      extra=f'[initiation]\nlisten = ["tcp:{inbox}:interface=127.0.0.1"]\ndomain = "in.bench.test"\n')
     try:
         wait_for_port(inbox, server)
+        wait_for_workers(server.pid, workers)
+        sampling = profiler(server.pid, profile) if profile else None
         message = (f"From: News <news@bench.jangotw.test>\r\nTo: bench@in.bench.test\r\n"
                    f"Subject: [{FANOUT_PASSWORD}-send Bench List] Fan-out benchmark\r\n"
                    "Content-Type: text/html; charset=utf-8\r\n\r\n"
@@ -199,6 +351,8 @@ def fanout(members: int) -> dict[str, object]:
             client.sendmail("news@bench.jangotw.test", ["bench@in.bench.test"], message)
         sink_process.wait(timeout=3600)
         seconds = time.monotonic() - started
+        if sampling is not None:
+            stop_profiler(sampling, profile)  # type: ignore[arg-type]
         return {"members": members, "seconds": round(seconds, 1), "recipients_per_s": round(members / seconds),
                 "peak_rss_mb": round(memory_kb(server.pid)["VmHWM"] / 1024, 1)}
     finally:
@@ -213,19 +367,38 @@ def main() -> None:
     parser.add_argument("--profiles", default="latency,small,large")
     parser.add_argument("--scale", type=float, default=0.5)
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0, help="[server] workers (default 0: one per CPU)")
     parser.add_argument("--memory", action="store_true",
                         help="instead: peak RSS relaying one 30 MB message (1 recipient plain; "
                              "100 recipients with tracking)")
     parser.add_argument("--fanout", type=int, metavar="MEMBERS",
                         help="instead: fan-out rate of an initiation to a list of MEMBERS (e.g. 10000)")
+    parser.add_argument("--idle", type=int, metavar="CONNECTIONS",
+                        help="instead: server memory with CONNECTIONS idle sessions open (e.g. 10000)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="record jangotw with py-spy during the run (collapsed stacks to FILE)")
     args = parser.parse_args()
+    started_load = loads()
     if args.fanout:
-        print(json.dumps(fanout(args.fanout)))
+        result: object = fanout(args.fanout, args.workers, args.profile)
+        print(json.dumps(result))
+        save("fanout", result, started_load)
         return
     if args.memory:
-        for recipients, tracking in ((1, False), (100, True)):
-            print(json.dumps(memory(recipients, tracking)))
+        result = [memory(recipients, tracking, args.workers) for recipients, tracking in ((1, False), (100, True))]
+        print(json.dumps(result))
+        save("memory", result, started_load)
         return
+    if args.idle:
+        result = idle(args.idle, args.workers)
+        print(json.dumps(result))
+        save("idle", result, started_load)
+        return
+    relay(args, started_load)
+
+
+def relay(args: argparse.Namespace, started_load: float) -> None:
+    """jangotw, then each peer, on the harness's profiles; one table, figures saved."""
     sys.path.insert(0, HARNESS)
     import relay_bench  # the harness's own summary and table
 
@@ -240,31 +413,33 @@ def main() -> None:
         process: subprocess.Popen[bytes] | None = None
         try:
             if target == "jangotw":
-                process = jangotw(directory, port, sink)
+                process = jangotw(directory, port, sink, workers=args.workers)
                 pids = [str(process.pid)]
             else:
                 process, pids = peer(target, directory, port, sink)
             if process is not None:
                 wait_for_port(port, process)
+            if target == "jangotw":
+                wait_for_workers(int(pids[0]), args.workers)
+            sampling = profiler(int(pids[0]), args.profile) if args.profile and target == "jangotw" else None
             harness(target, port, sink, pids, args, raw)
+            if sampling is not None:
+                stop_profiler(sampling, args.profile)
         finally:
             stop(process)
             if target == "postfix":
                 subprocess.run(["sh", os.path.join(HARNESS, "peers", "postfix.sh"), "stop", directory], check=False)
             shutil.rmtree(directory, ignore_errors=True)
 
-    fresh = list(runs(raw))[first:]
-    rows = relay_bench.summarize(fresh)
-    summary = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.python_implementation()} "
-                   f"{platform.python_version()}",
-        "command": "scripts/bench " + " ".join(sys.argv[1:]),
-        "rows": rows,
-    }
-    with open(os.path.join(RESULTS, "results.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
+    rows = relay_bench.summarize(list(runs(raw))[first:])
+    for row in rows:  # the issue's units: MB/s and CPU seconds per 1,000 messages
+        size = relay_bench.PROFILES[str(row["profile"])]["size"]
+        delivered = row.get("delivered_per_s")
+        row["delivered_mb_per_s"] = round(float(delivered) * size / 1e6, 2) if delivered else None
+        row["server_cpu_s_per_1000"] = row.get("server_cpu_ms_per_msg")
+    save("relay", {"workers": args.workers or os.cpu_count(), "rows": rows}, started_load)
     print(relay_bench.format_table(rows))
+    print("load average (1 min): start", started_load, "end", loads())
 
 
 if __name__ == "__main__":

@@ -1,49 +1,45 @@
 # -*- test-case-name: tests.admin.test_campaigns -*-
-"""Mailings started through the initiation mailbox, as jangomail-admin shows them."""
+"""Mailings started through the initiation mailbox, as jangomail-admin and the API show them.
+
+Progress comes from the store (L{IListStore.campaigns}), where the sending
+node saves it after every batch, so every node and worker shows every campaign.
+"""
 from __future__ import annotations
 
-import glob
 import json
-import os
-from typing import Any, Callable
+from typing import Any
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
 
 from ..errors import InputError
+from ..interfaces import IListStore
+from .accounts import _deferred
 
 __all__ = ["CampaignAdmin", "render_campaigns"]
 
 
-def _read_all(directory: str) -> list[dict[str, Any]]:
-    found = []
-    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                found.append(json.load(handle))
-        except (OSError, ValueError):
-            continue  # being written, or gone
-    return found
+def _shown(document: str) -> dict[str, Any]:
+    """A saved progress as shown: its counts and a state, without resumption details."""
+    campaign: dict[str, Any] = json.loads(document)
+    campaign["state"] = "queued" if campaign.pop("done") else "sending"
+    for internal in ("cursor", "quota_reached", "pending", "previous"):
+        campaign.pop(internal, None)
+    return campaign
 
 
 @frozen
 class CampaignAdmin:
-    directory: str  # spool/campaigns
-    blocking: Callable[..., "Deferred[Any]"]
+    store: IListStore
 
-    def list(self, account: str, campaign_id: str | None = None) -> "Deferred[list[dict[str, Any]]]":
+    @_deferred
+    async def list(self, account: str, campaign_id: str | None = None) -> list[dict[str, Any]]:
         """The account's campaigns (or one of them), oldest first, with their counts."""
-        def matching(campaigns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            chosen = [c for c in campaigns if c["account"].lower() == account.lower()
-                      and (campaign_id is None or c["id"] == campaign_id.upper())]
-            if campaign_id is not None and not chosen:
-                raise InputError(f"no campaign {campaign_id!r} for {account}")
-            for campaign in chosen:
-                campaign["state"] = "queued" if campaign.pop("done") else "sending"
-                campaign.pop("cursor", None)
-                campaign.pop("quota_reached", None)
-            return chosen
-        return self.blocking(_read_all, self.directory).addCallback(matching)
+        if campaign_id is None:
+            return [_shown(document) for document in await self.store.campaigns(account)]
+        document = await self.store.campaign(account, campaign_id.strip().upper())
+        if document is None:
+            raise InputError(f"no campaign {campaign_id!r} for {account}")
+        return [_shown(document)]
 
 
 def render_campaigns(campaigns: list[dict[str, Any]]) -> str:

@@ -21,9 +21,8 @@ from getpass import getpass
 from typing import Any, Callable, Mapping, NoReturn, Sequence, TypeVar, cast
 
 from attrs import frozen
-from publicsuffixlist import PublicSuffixList
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorThreads
 from twisted.internet.task import react
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import (
@@ -35,34 +34,20 @@ from twisted.logger import (
     globalLogBeginner,
 )
 
-from ..auth.passwords import PasswordHasher, check_strength
 from ..config import Config, load_config
-from ..pipeline.dkim import new_rsa_key
 from ..errors import ConfigError, InputError, PermanentError, TemporaryError
-from ..interfaces import ICredentialStore, IListStore, IStore
-from ..outbound.mx import make_resolver
-from ..senders.dmarc import DMARCPolicies, Organisations
-from ..senders.dns import Lookups
-from ..senders.spf import SPFChecker
 from ..store.migrate import COUNTED, migrate_stores
 from ..store.opening import open_store
-from ..queue.control import ControlRequests
-from ..queue.state import RetryPolicy
-from ..spool.journal import DeliveryJournal
-from ..spool.layout import Layout
-from .accounts import AccountAdmin
-from .queue import QueueAdmin
-from .campaigns import CampaignAdmin, render_campaigns
-from .domaincheck import DomainChecker
-from .domainrecords import SenderSettings
-from .domains import DomainAdmin, render_check, render_domain, render_domains
-from .lists import ListAdmin, login_password_check, render_list_import, render_lists, render_member
-from .reports import ReportAdmin, render_report
-from .suppressions import SuppressionAdmin, csv_rows, render_import
-from .loginips import LoginIPAdmin, render_rule, render_rules
-from .logins import LoginAdmin, render_login, render_logins
-from .tokens import TokenAdmin, render_new_token, render_revoked, render_tokens
-from .twofactor import TwoFactorAdmin, render_setup, render_two_factor
+from .campaigns import render_campaigns
+from .domains import render_check, render_domain, render_domains
+from .lists import ListAdmin, render_list_import, render_lists, render_member
+from .reports import render_report
+from .services import Admin, build_admin
+from .suppressions import csv_rows, render_import
+from .loginips import render_rule, render_rules
+from .logins import render_login, render_logins
+from .tokens import render_new_token, render_revoked, render_tokens
+from .twofactor import render_setup, render_two_factor
 
 __all__ = ["main", "build_parser", "PROG", "DEFAULT_CONFIG", "CONFIG_ENV"]
 
@@ -74,24 +59,6 @@ EXIT_INPUT = 1
 Call = Callable[["Admin", argparse.Namespace], "Deferred[Any]"]
 Render = Callable[[Any], str]
 _Service = TypeVar("_Service")
-
-
-@frozen
-class Admin:
-    """The service layers a command may call."""
-
-    accounts: AccountAdmin
-    queue: QueueAdmin
-    suppressions: SuppressionAdmin
-    reports: ReportAdmin
-    campaigns: CampaignAdmin
-    domains: DomainAdmin
-    lists: ListAdmin | None  # None: the configured store keeps no contact lists (see L{_lists})
-    # None: the configured store keeps no logins, tokens, two-factor state or login IP rules (L{_credentials})
-    logins: LoginAdmin | None
-    tokens: TokenAdmin | None
-    two_factor: TwoFactorAdmin | None
-    login_ips: LoginIPAdmin | None
 
 
 @frozen
@@ -653,22 +620,9 @@ def _print_answer(answer: Any, command: _Command, as_json: bool) -> None:
         print(text)
 
 
-def _domain_admin(config: Config, store: IStore, reactor: Any, make_key: Callable[[], "Deferred[str]"]) -> DomainAdmin:
-    """Sender domains, checked through the configured resolvers."""
-    delivery = config.delivery
-    lookups = Lookups(make_resolver(delivery.dns_servers, reactor))
-    organisations = Organisations(PublicSuffixList())
-    settings = SenderSettings.from_config(delivery.spf_include, delivery.sending_addresses,
-                                          config.tracking.base_url, delivery.bounce_domain)
-    return DomainAdmin(store=store, make_key=make_key, clock=cast(IReactorTime, reactor), organisations=organisations,
-                       settings=settings, checker=DomainChecker(lookups, SPFChecker(lookups),
-                                                                DMARCPolicies(lookups, organisations), settings))
-
-
 async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, password: str | None) -> None:
     """Open the store, run the command, close the store; the reactor stops when this ends."""
     threads: IReactorThreads = IReactorThreads(reactor)
-    hasher = PasswordHasher()
     try:
         store = await open_store(reactor, config)
     except (ConfigError, InputError) as error:
@@ -676,40 +630,7 @@ async def _run(reactor: IReactorCore, config: Config, args: argparse.Namespace, 
     except Exception as error:  # an unusable data directory or database file
         _fail(f"cannot open the store under {config.server.data_dir}: {error}")
     pool = threads.getThreadPool()
-    hash_password: Callable[[str], Deferred[str]] = lambda text: deferToThreadPool(threads, pool, hasher.hash, text)
-    strength: Callable[[str, Sequence[str]], Deferred[None]] = (
-        lambda text, inputs: deferToThreadPool(threads, pool, check_strength, text, inputs))
-    list_store = IListStore(store, None)
-    credentials = ICredentialStore(store, None)
-    clock = cast(IReactorTime, reactor)
-    spool_root = os.path.join(config.server.data_dir, "spool")
-    delivery = config.delivery
-    admin = Admin(
-        accounts=AccountAdmin(store=store, hash_password=hash_password, check_password=strength),
-        queue=QueueAdmin(
-            journal=DeliveryJournal(Layout(spool_root), threads, pool),  # type: ignore[arg-type]
-            control=ControlRequests(os.path.join(spool_root, "control")),
-            store=store,
-            policy=RetryPolicy(delivery.retry_base, delivery.retry_max, delivery.max_queue_lifetime),
-            blocking=lambda function, *args: deferToThreadPool(threads, pool, function, *args),
-        ),
-        suppressions=SuppressionAdmin(store),
-        reports=ReportAdmin(store),
-        campaigns=CampaignAdmin(os.path.join(spool_root, "campaigns"),
-                                blocking=lambda function, *args: deferToThreadPool(threads, pool, function, *args)),
-        domains=_domain_admin(config, store, reactor, lambda: deferToThreadPool(threads, pool, new_rsa_key)),
-        lists=None if list_store is None else ListAdmin(
-            store=list_store, hash_password=hash_password, check_password=strength,
-            same_as_login=login_password_check(
-                store, lambda hashed, text: deferToThreadPool(threads, pool, hasher.verify, hashed, text))),
-        logins=None if credentials is None else LoginAdmin(
-            accounts=store, credentials=credentials, hash_password=hash_password, check_password=strength,
-            clock=clock),
-        tokens=None if credentials is None else TokenAdmin(accounts=store, credentials=credentials, clock=clock),
-        two_factor=None if credentials is None else TwoFactorAdmin(accounts=store, credentials=credentials,
-                                                                   clock=clock),
-        login_ips=None if credentials is None else LoginIPAdmin(accounts=store, credentials=credentials, clock=clock),
-    )
+    admin = await build_admin(reactor, config, store, cpu=pool, io=pool)
     args.password = password
     args.prompt = lambda text: deferToThreadPool(threads, pool, input, text)  # reading blocks
     command: _Command = args.command

@@ -27,7 +27,7 @@ from attrs.validators import ge, instance_of, is_callable, optional
 from .mime import HeaderBlock, walk
 from .text import insert_pixel, replace_unique_id, track_html_links, track_text_links, wrap_lines
 
-__all__ = ["RewritePlan", "RewriteReport", "rewrite", "MAX_LINE", "TEXT_TYPES"]
+__all__ = ["RewritePlan", "RewriteReport", "rewrite", "fold_field", "MAX_LINE", "TEXT_TYPES"]
 
 MAX_LINE = 998  # RFC 5322 section 2.1.1, without the CRLF
 TEXT_TYPES = frozenset({"text/plain", "text/html"})
@@ -40,7 +40,7 @@ _QP_LINE = 76
 _LINE_END = re.compile(rb"\r?\n")
 
 
-def _fold(name: str, value: str, eol: bytes) -> bytes:
+def fold_field(name: str, value: str, eol: bytes) -> bytes:
     """One header field, folded at whitespace to 78 characters where it can be (RFC 5322 2.2.3);
     a non-ASCII value becomes RFC 2047 encoded words."""
     if not value.isascii():
@@ -66,7 +66,7 @@ def _check_fields(instance: object, attribute: object, fields: tuple[tuple[str, 
             raise ValueError(f"not a header field name: {name!r}")
         if any(character in value for character in "\r\n\0"):
             raise ValueError(f"line break or NUL in the value of {name}")
-        if any(len(line) > MAX_LINE for line in _LINE_END.split(_fold(name, value, b"\r\n"))):
+        if any(len(line) > MAX_LINE for line in _LINE_END.split(fold_field(name, value, b"\r\n"))):
             raise ValueError(f"{name} cannot be folded to {MAX_LINE}-byte lines")
 
 
@@ -124,6 +124,8 @@ class RewriteReport:
     @ivar parts_made_quoted_printable: of those, 7bit/8bit parts that became quoted-printable.
     @ivar parts_too_large: text parts over C{max_text_part}, copied unchanged.
     @ivar changed: the output differs from the input.
+    @ivar parts_encoded: of the parts written from changed content, those written base64 or
+        quoted-printable (their new text is not in the output as it is).
     """
 
     destinations: tuple[str, ...] = ()
@@ -133,6 +135,7 @@ class RewriteReport:
     parts_made_quoted_printable: int = 0
     parts_too_large: int = 0
     changed: bool = False
+    parts_encoded: int = 0
 
 
 def rewrite(source: BinaryIO, sink: BinaryIO, plan: RewritePlan) -> RewriteReport:
@@ -160,11 +163,12 @@ class _Rewriter:
     made_quoted_printable: int = 0
     too_large: int = 0
     header_changed: bool = False
+    encoded: int = 0
 
     def report(self) -> RewriteReport:
         return RewriteReport(tuple(self.links), self.tracked, self.pixels > 0, self.reencoded,
                              self.made_quoted_printable, self.too_large,
-                             self.header_changed or self.reencoded > 0)
+                             self.header_changed or self.reencoded > 0, self.encoded)
 
     def top(self, header: HeaderBlock) -> HeaderBlock:
         plan = self.plan
@@ -172,7 +176,7 @@ class _Rewriter:
         if plan.headers_to_remove.intersection(header.names()):
             edited = edited.without(plan.headers_to_remove)
         if plan.headers_to_add:
-            edited = edited.plus(*(_fold(name, value, header.eol) for name, value in plan.headers_to_add))
+            edited = edited.plus(*(fold_field(name, value, header.eol) for name, value in plan.headers_to_add))
         if edited is not header:
             self.header_changed = True
         return edited
@@ -192,20 +196,21 @@ class _Rewriter:
         edited = self._edit(header, decoded, encoding in _UNENCODED)
         eol = header.eol
         if encoding == "base64":
-            return None if edited is None else self._done(header, _encode_base64(edited, eol))
+            return None if edited is None else self._done(header, _encode_base64(edited, eol), encoded=True)
         if encoding == "quoted-printable":
-            return None if edited is None else self._done(header, _encode_quoted_printable(edited, eol))
+            return None if edited is None else self._done(header, _encode_quoted_printable(edited, eol), encoded=True)
         content = decoded if edited is None else edited
         too_long = _longest_line(content) > MAX_LINE
         if too_long or (edited is not None and encoding in ("", "7bit") and not content.isascii()):
             self.made_quoted_printable += 1
             header = header.without(frozenset({"content-transfer-encoding"})).plus(
                 b"Content-Transfer-Encoding: quoted-printable" + eol)
-            return self._done(header, _encode_quoted_printable(content, eol))
+            return self._done(header, _encode_quoted_printable(content, eol), encoded=True)
         return None if edited is None else self._done(header, content)
 
-    def _done(self, header: HeaderBlock, body: bytes) -> tuple[HeaderBlock, bytes]:
+    def _done(self, header: HeaderBlock, body: bytes, encoded: bool = False) -> tuple[HeaderBlock, bytes]:
         self.reencoded += 1
+        self.encoded += encoded
         return header, body
 
     def _edit(self, header: HeaderBlock, decoded: bytes, wrappable: bool) -> bytes | None:

@@ -43,7 +43,7 @@ def summary_headers(header_block: bytes) -> dict[str, str]:
 class Pipeline:
     stages: tuple[Stage, ...]
     accounts: IAccountStore
-    read_headers: Callable[[SpoolRecord], "Deferred[bytes]"]  # the header block, read off the reactor thread
+    headers: Callable[[SpoolRecord], "Deferred[dict[str, str]]"]  # summary_headers, read off the reactor thread
 
     def prepare(self, record: SpoolRecord, recipients: tuple[str, ...]) -> "Deferred[PipelineWork]":
         """Run every stage on a message for C{recipients} (those not yet final)."""
@@ -51,7 +51,7 @@ class Pipeline:
 
     async def _prepare(self, record: SpoolRecord, recipients: tuple[str, ...]) -> PipelineWork:
         account = await self.accounts.get_account(record.account) if record.account else None
-        headers = summary_headers(await self.read_headers(record)) if account is not None else {}
+        headers = await self.headers(record) if account is not None else {}
         work = PipelineWork(record=record, account=account, headers=headers, recipients=recipients)
         for stage in self.stages:
             work = await stage.process(work)

@@ -3,7 +3,9 @@
 
 A message is split by destination (recipient domain, the smarthost, or our own
 bounce mailbox). At most C{max_active} attempts run at once, and at most
-C{max_per_destination} to one destination. Each attempt's per-recipient
+C{max_per_destination} to one destination; an attempt with one copy per
+recipient (tracking, list mail) sends its copies over its share of those
+connections (C{max_per_destination} divided by the destination's attempts). Each attempt's per-recipient
 outcomes are journalled (fsynced) before anything acts on them; temporary
 failures are retried on the injected clock with exponential backoff; a message
 leaves the spool only when every recipient is delivered or has failed (and the
@@ -18,7 +20,8 @@ from typing import Callable, Protocol
 import attrs
 from attrs import define, field
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError, succeed
+from twisted.internet.defer import (CancelledError, Deferred, DeferredList, DeferredSemaphore, TimeoutError,
+                                    gatherResults, succeed)
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -389,15 +392,16 @@ class QueueManager(Service):
         elif destination == INITIATION and self.initiate is not None:
             results = await self.initiate(record, recipients)
         else:
-            results = []
             bodies = (await self.renderer.render(record, recipients) if self.renderer is not None
                       else [(tuple(recipients), None)])
-            for group, rendered in bodies:
-                for sender, batch in await self._envelopes(record, list(group)):
-                    results += await self.deliverer.deliver(OutboundMessage(
-                        message_id=message_id, sender=sender, recipients=tuple(batch),
-                        body_path=rendered or self.spool.body_path(message_id), size=record.size,
-                        eight_bit=record.envelope.body == "8BITMIME"))
+            outbound = [OutboundMessage(message_id=message_id, sender=sender, recipients=tuple(batch),
+                                        body_path=rendered or self.spool.body_path(message_id), size=record.size,
+                                        eight_bit=record.envelope.body == "8BITMIME")
+                        for group, rendered in bodies for sender, batch in await self._envelopes(record, list(group))]
+            # Personalised copies share the destination's connections with its other attempts.
+            parallel = DeferredSemaphore(max(1, self.max_per_destination // max(1, self._active[destination])))
+            sent = await gatherResults([parallel.run(self.deliverer.deliver, message) for message in outbound])
+            results = [result for delivered in sent for result in delivered]
         if message_id not in self._messages:
             return  # deleted by an administrator meanwhile
         now = self.clock.seconds()

@@ -38,6 +38,7 @@ from . import sqlite_domains as domains
 from . import sqlite_lists as lists
 from . import sqlite_usage as activity
 from .schema import migrate
+from .sqlite_batch import ReadCache, WriteBatches
 from .settings import decode_settings
 from .sqlite_credentials import SQLiteCredentials
 from .sqlite_export import SQLiteExport
@@ -254,8 +255,22 @@ class SQLiteStore(SQLiteCredentials, SQLiteCampaigns, SQLiteExport):
     writer: ConnectionPool
     reader: ConnectionPool
     _closed: bool = attrs.field(default=False, init=False)
+    _cache: ReadCache = attrs.field(init=False, default=attrs.Factory(lambda self: ReadCache(self.clock),
+                                                                      takes_self=True))
+    _batches: WriteBatches = attrs.field(init=False, default=attrs.Factory(
+        lambda self: WriteBatches(self._write_kept), takes_self=True))
 
     def _write(self, interaction: Callable[..., _T], *args: object) -> "Deferred[_T]":
+        """A write that may change what the read cache holds: it is emptied as the write starts and ends."""
+        self._cache.clear()
+
+        def written(result: _T) -> _T:
+            self._cache.clear()
+            return result
+        return self._write_kept(interaction, *args).addBoth(written)
+
+    def _write_kept(self, interaction: Callable[..., _T], *args: object) -> "Deferred[_T]":
+        """A write that changes no account, address authorisation or domain key."""
         if self._closed:  # a stopped pool would never fire the Deferred
             return fail(RuntimeError("the SQLite store is closed"))
         return self.writer.runInteraction(  # type: ignore[no-untyped-call, no-any-return]
@@ -276,7 +291,7 @@ class SQLiteStore(SQLiteCredentials, SQLiteCampaigns, SQLiteExport):
         def first(rows: _Rows) -> Account | None:
             accounts = _accounts(rows)
             return accounts[0] if accounts else None
-        return self._read(_select_by_name, name).addCallback(first)
+        return self._cache.get(("account", name), lambda: self._read(_select_by_name, name).addCallback(first))
 
     def list_accounts(self) -> "Deferred[list[Account]]":
         return self._read(_select, f"SELECT {_ACCOUNT_COLUMNS} FROM account ORDER BY name").addCallback(_accounts)
@@ -309,7 +324,9 @@ class SQLiteStore(SQLiteCredentials, SQLiteCampaigns, SQLiteExport):
         def pair(result: tuple[_Rows, list[int]]) -> list[tuple[Account, int]]:
             rows, prefixes = result
             return list(zip(_accounts(rows), prefixes))
-        return self._read(_select_for_address, _address_key(address)).addCallback(pair)
+        key = _address_key(address)
+        return self._cache.get(("address", key), lambda: self._read(_select_for_address, key).addCallback(
+            pair)).addCallback(list)  # a copy: callers may change theirs
 
     def add_from(self, account: str, address: str) -> "Deferred[None]":
         return self._write(_insert_from, account, address.strip())
@@ -362,7 +379,7 @@ class SQLiteStore(SQLiteCredentials, SQLiteCampaigns, SQLiteExport):
 
     def record_send(self, message_id: str, account: str, recipients: Sequence[str], at: float) -> "Deferred[None]":
         """Fails with InputError for an unknown account, recording nothing."""
-        return self._write(_by_account, lists.insert_sends, account, message_id, list(recipients), at)
+        return self._batches.submit(_by_account, lists.insert_sends, account, message_id, list(recipients), at)
 
     def find_send(self, message_id: str, index: int) -> "Deferred[tuple[str, str] | None]":
         """The account comes back as its stored name, whatever case C{record_send} was given."""
@@ -385,14 +402,14 @@ class SQLiteStore(SQLiteCredentials, SQLiteCampaigns, SQLiteExport):
     # ITrackingStore
 
     def record_links(self, message_id: str, urls: Sequence[str]) -> "Deferred[None]":
-        return self._write(activity.insert_links, message_id, list(urls))
+        return self._batches.submit(activity.insert_links, message_id, list(urls))
 
     def link(self, message_id: str, index: int) -> "Deferred[str | None]":
         return self._read(activity.select_link, message_id, index)
 
     def record_event(self, account: str, event: TrackingEvent) -> "Deferred[None]":
-        return self._write(_by_account, activity.insert_event, account, event.kind, event.message_id,
-                           event.recipient, event.at, event.detail)
+        return self._batches.submit(_by_account, activity.insert_event, account, event.kind, event.message_id,
+                                    event.recipient, event.at, event.detail)
 
     def event_counts(self, account: str, message_id: str | None = None) -> "Deferred[dict[str, int]]":
         return self._read(_by_account, activity.count_events, account, message_id)
@@ -411,8 +428,8 @@ class SQLiteStore(SQLiteCredentials, SQLiteCampaigns, SQLiteExport):
         return self.domain_keys(domain).addCallback(newest)
 
     def domain_keys(self, domain: str) -> "Deferred[list[DomainKey]]":
-        return self._read(domains.select_keys, domain.lower()).addCallback(
-            lambda rows: [_domain_key(row) for row in rows])
+        return self._cache.get(("keys", domain.lower()), lambda: self._read(domains.select_keys, domain.lower(
+        )).addCallback(lambda rows: [_domain_key(row) for row in rows])).addCallback(list)
 
     def list_domains(self, account: str) -> "Deferred[list[DomainKey]]":
         return self._read(_by_account, domains.select_account_keys, account).addCallback(

@@ -48,7 +48,8 @@ def client_tls() -> ssl.SSLContext:
 
 def config_document(data_dir: str, cert: tuple[str, str], **sections: dict[str, Any]) -> dict[str, Any]:
     document: dict[str, Any] = {
-        "server": {"hostname": "relay.test", "data_dir": data_dir, "shutdown_grace": 5},
+        # One process: tests of several worker processes (test_workers) ask for them.
+        "server": {"hostname": "relay.test", "data_dir": data_dir, "shutdown_grace": 5, "workers": 1},
         "admin": {"listen": ["tcp:0:interface=127.0.0.1"]},
         "smtp": {"listen": ["tcp:0:interface=127.0.0.1"], "tls_listen": ["tcp:0:interface=127.0.0.1"]},
         "tls": {"certificate": cert[0], "key": cert[1]},

@@ -1,14 +1,12 @@
 """Mass email initiation end to end: mail to the initiation mailbox goes to every list member."""
 from __future__ import annotations
 
-import os
 import re
 from email import message_from_bytes
 from email.policy import default
 
 from tests.support.capture import start_capture
 
-from twisted.internet.threads import deferToThread
 
 from jangotw.admin.campaigns import CampaignAdmin
 from jangotw.auth.passwords import PasswordHasher
@@ -60,7 +58,7 @@ class InitiationTests(ServerTestCase):
         self.assertIn("Members: 5", text)
         self.assertIn("Queued: 4", text)
         self.assertIn("Suppressed (Bounce/Unsubscribe lists): 1", text)
-        campaigns = CampaignAdmin(os.path.join(self.data_dir, "spool", "campaigns"), blocking=deferToThread)
+        campaigns = CampaignAdmin(store)
         [campaign] = await campaigns.list("shop")
         self.assertEqual((campaign["list_name"], campaign["subject"], campaign["members"], campaign["queued"],
                           campaign["suppressed"], campaign["state"]),

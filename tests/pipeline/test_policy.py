@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from email import message_from_bytes
+from typing import Callable
+
+from twisted.internet.defer import Deferred
 
 from jangotw.errors import BOUNCED_TEXT, UNSUBSCRIBED_TEXT
 from jangotw.model import BOUNCE_LIST, UNSUBSCRIBE_LIST, SpoolRecord
 from jangotw.pipeline.quota import Quota, month_of
 from jangotw.pipeline.runner import Pipeline, summary_headers
+from jangotw.pipeline.summary import Summaries
 from jangotw.pipeline.suppression import Suppression, read_blocklist
 from jangotw.queue.manager import QueueManager
 
@@ -16,11 +20,16 @@ MESSAGE = (b"From: Shop <news@shop.test>\r\nTo: you@remote.test\r\nSubject: =?ut
            b"Date: Tue, 24 Nov 2026 07:00:00 +0000\r\n\r\nHello\r\n")
 
 
+def summaries(manager: QueueManager) -> Callable[[SpoolRecord], "Deferred[dict[str, str]]"]:
+    spool = manager.spool
+    return Summaries(spool.body_path, spool.reactor, spool.threadpool).headers
+
+
 class PolicyTestCase(QueueTestCase):
     def make_manager(self, **options: object) -> QueueManager:
         manager = super().make_manager(**options)
         pipeline = Pipeline(stages=(Suppression(self.store), Quota(self.store, self.clock)),
-                            accounts=self.store, read_headers=manager.notices.header_block)
+                            accounts=self.store, headers=summaries(manager))
         manager.prepare = pipeline.prepare
         return manager
 
@@ -183,7 +192,7 @@ class ServerBlockListTests(PolicyTestCase):
         with open(path, "w") as handle:
             handle.write("# abuse desk\nvictim@remote.test\n@blocked.test  # whole domain\n")
         pipeline = Pipeline(stages=(Suppression(self.store, read_blocklist(path)),), accounts=self.store,
-                            read_headers=manager.notices.header_block)
+                            headers=summaries(manager))
         manager.prepare = pipeline.prepare
         return manager
 

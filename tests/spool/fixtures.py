@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from typing import cast
 
 from attrs import Factory, frozen
@@ -15,7 +16,7 @@ from jangotw.model import AuthMethod, Envelope, SpoolRecord, TLSInfo
 from jangotw.spool.layout import QUEUES, FileSystem
 from jangotw.spool.writer import Spool
 
-__all__ = ["START", "make_spool", "a_record", "FailingFileSystem"]
+__all__ = ["START", "make_spool", "a_record", "FailingFileSystem", "RecordingFileSystem"]
 
 START = 1_700_000_000.0
 
@@ -90,3 +91,23 @@ class FailingFileSystem(FileSystem):
     def fsync_directory(self, path: str) -> None:
         self._maybe_fail("fsync_directory")
         super().fsync_directory(path)
+
+
+@frozen
+class RecordingFileSystem(FileSystem):
+    """Logs every fsync (by file name), directory fsync and rename, in order, as
+    C{(operation, name)} with C{name} a file's or directory's base name."""
+
+    log: list[tuple[str, str]] = Factory(list)
+
+    def fsync(self, fd: int) -> None:
+        super().fsync(fd)
+        self.log.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+
+    def fsync_directory(self, path: str) -> None:
+        super().fsync_directory(path)
+        self.log.append(("fsync_directory", os.path.basename(path)))
+
+    def rename(self, source: str, destination: str) -> None:
+        super().rename(source, destination)
+        self.log.append(("rename", os.path.relpath(destination, os.path.dirname(os.path.dirname(destination)))))

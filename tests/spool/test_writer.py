@@ -9,6 +9,7 @@ import shutil
 import tracemalloc
 from typing import cast
 
+from twisted.internet.defer import gatherResults
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
@@ -18,7 +19,7 @@ from jangotw.model import SpoolRecord
 from jangotw.spool.layout import CORRUPT, INCOMING, TMP, QueueIds, move_message
 from jangotw.spool.writer import WRITE_BUFFER, Spool, SpoolFile
 
-from .fixtures import FailingFileSystem, a_record, make_spool
+from .fixtures import FailingFileSystem, RecordingFileSystem, a_record, make_spool
 
 ACTIVE = "active"
 BODY = b"Subject: hello\r\n\r\nHello, world.\r\n"
@@ -128,6 +129,63 @@ class CommitTests(TestCase):
             for chunk in iter(lambda: handle.read(chunk_size), b""):
                 readback.update(chunk)
         self.assertEqual(readback.hexdigest(), digest.hexdigest())
+
+
+class GroupCommitTests(TestCase):
+    """Commits that arrive together share a directory fsync; none fires before it is durable."""
+
+    async def test_concurrent_commits_share_directory_fsyncs(self) -> None:
+        """Ten commits started at once: each fires only after its body and envelope were fsynced,
+        renamed into incoming/ and a later fsync of incoming/ returned; fewer than ten directory
+        fsyncs were made (the first commit's pass, then one pass for the nine that waited)."""
+        fs = RecordingFileSystem()
+        spool = make_spool(self, fs=fs)
+        files = [spool.open() for _ in range(10)]
+        durable_when_fired: dict[str, bool] = {}
+
+        def check(record: SpoolRecord) -> SpoolRecord:
+            log, message_id = fs.log, record.message_id
+            marker = log.index(("rename", f"{INCOMING}/{message_id}.json"))
+            durable_when_fired[message_id] = (
+                ("fsync", message_id + ".msg") in log[:marker]
+                and ("fsync", message_id + ".json") in log[:marker]
+                and ("rename", f"{INCOMING}/{message_id}.msg") in log[:marker]
+                and ("fsync_directory", INCOMING) in log[marker:])
+            return record
+
+        commits = []
+        for spool_file in files:
+            spool_file.write(BODY)
+            commits.append(spool_file.commit(a_record(spool_file.message_id)).addCallback(check))
+        records = await gatherResults(commits)
+
+        self.assertEqual([record.message_id for record in records], [f.message_id for f in files])
+        self.assertEqual(durable_when_fired, {f.message_id: True for f in files})
+        self.assertEqual(fs.log.count(("fsync_directory", INCOMING)), 2)
+
+    async def test_removals_share_directory_fsyncs(self) -> None:
+        """Removals started together delete every file and fsync incoming/ once per pass."""
+        fs = RecordingFileSystem()
+        spool = make_spool(self, fs=fs)
+        records = [await spool_message(spool) for _ in range(5)]
+        del fs.log[:]
+        await gatherResults([spool.remove(record.message_id) for record in records])
+        self.assertEqual(listing(spool, INCOMING), [])
+        self.assertEqual(fs.log.count(("fsync_directory", INCOMING)), 2)
+
+    async def test_one_failure_does_not_fail_the_batch(self) -> None:
+        """A commit that fails in a shared pass is removed and reports its error; the others commit."""
+        spool = make_spool(self, fs=FailingFileSystem("fsync", 3))  # the second message's body fsync
+        files = [spool.open() for _ in range(3)]
+        for spool_file in files:
+            spool_file.write(BODY)
+        first = files[0].commit(a_record(files[0].message_id))  # a pass of its own
+        second = self.assertFailure(files[1].commit(a_record(files[1].message_id)), OSError)
+        third = files[2].commit(a_record(files[2].message_id))  # shares the second's pass
+        await gatherResults([first, second, third])
+        self.assertEqual(listing(spool, INCOMING), sorted(
+            f.message_id + suffix for f in (files[0], files[2]) for suffix in (".json", ".msg")))
+        self.assertEqual(listing(spool, TMP), [])
 
 
 class CommitFailureTests(TestCase):
