@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from typing import Any
 
 from twisted.internet.error import ReactorNotRunning
@@ -29,7 +28,6 @@ __all__ = ["Options", "makeService"]
 log = Logger()
 
 DEFAULT_CONFIG = "/etc/jangotw/jangomail.toml"
-GIL_SWITCH_INTERVAL = 0.0005  # seconds
 
 
 class Options(usage.Options):
@@ -74,9 +72,6 @@ class Options(usage.Options):
 def makeService(options: Options) -> RelayService | Supervisor:
     from twisted.internet import reactor
 
-    # The reactor thread releases the GIL at every socket call; while a pool thread renders or
-    # signs, getting it back waits out the switch interval (5 ms by default) each time.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     config = options["loaded"]
     service: RelayService | Supervisor
     if options["worker"] is not None:

@@ -17,7 +17,7 @@ from ..queue.inspection import queued_message, queued_messages
 from ..queue.state import MessageState, RetryPolicy
 from ..spool.journal import DeliveryJournal
 
-__all__ = ["QueueAdmin"]
+__all__ = ["QueueAdmin", "SpoolQueue"]
 
 Blocking = Callable[..., "Deferred[Any]"]  # runs a blocking function off the reactor thread
 
@@ -68,32 +68,56 @@ def _detail(state: MessageState, policy: RetryPolicy) -> dict[str, Any]:
 
 
 @frozen
-class QueueAdmin:
+class SpoolQueue:
+    """One spool's queue as an administrator reaches it (one per worker, see
+    L{jangotw.workers}): its journal to read and its control directory for requests."""
+
     journal: DeliveryJournal
     control: ControlRequests
+
+
+def _all_queued(spools: tuple[SpoolQueue, ...]) -> list[MessageState]:
+    return sorted((state for spool in spools for state in queued_messages(spool.journal)),
+                  key=lambda state: state.record.message_id)  # queue ids sort by arrival
+
+
+def _find(spools: tuple[SpoolQueue, ...], message_id: str) -> tuple[MessageState, SpoolQueue] | None:
+    for spool in spools:
+        state = queued_message(spool.journal, message_id)
+        if state is not None:
+            return state, spool
+    return None
+
+
+@frozen
+class QueueAdmin:
+    spools: tuple[SpoolQueue, ...]
     store: IStore
     policy: RetryPolicy
     blocking: Blocking
 
     def list(self, account: str | None = None) -> "Deferred[list[dict[str, Any]]]":
+        """Queued messages of every worker's spool, oldest first."""
         def matching(states: list[MessageState]) -> list[dict[str, Any]]:
             wanted = account.lower() if account else None
             return [_summary(s, self.policy) for s in states
                     if wanted is None or (s.record.account or "").lower() == wanted]
-        return self.blocking(queued_messages, self.journal).addCallback(matching)
+        return self.blocking(_all_queued, self.spools).addCallback(matching)
 
     def show(self, message_id: str) -> "Deferred[dict[str, Any]]":
-        return self._queued(message_id).addCallback(lambda state: _detail(state, self.policy))
+        return self._queued(message_id).addCallback(lambda found: _detail(found[0], self.policy))
 
     def retry(self, message_id: str | None) -> "Deferred[dict[str, Any]]":
         """Ask the running server to try now, ignoring backoff (one message, or all when None)."""
         if message_id is None:
-            return self.blocking(self._request, RETRY, ALL)
-        return self._queued(message_id).addCallback(lambda _: self.blocking(self._request, RETRY, message_id))
+            return self.blocking(self._request, self.spools, RETRY, ALL)
+        return self._queued(message_id).addCallback(
+            lambda found: self.blocking(self._request, (found[1],), RETRY, message_id))
 
     def delete(self, message_id: str) -> "Deferred[dict[str, Any]]":
         """Ask the running server to drop a message without delivering it further."""
-        return self._queued(message_id).addCallback(lambda _: self.blocking(self._request, DELETE, message_id))
+        return self._queued(message_id).addCallback(
+            lambda found: self.blocking(self._request, (found[1],), DELETE, message_id))
 
     def resend_held(self, account: str) -> "Deferred[dict[str, Any]]":
         """Ask the running server to send the account's held (over-quota) mail of the last
@@ -101,20 +125,22 @@ class QueueAdmin:
         def request(found: Any) -> "Deferred[dict[str, Any]]":
             if found is None:
                 raise InputError(f"no account named {account!r}")
-            return self.blocking(self._request, RESEND_HELD, found.name)
+            return self.blocking(self._request, self.spools, RESEND_HELD, found.name)
         return self.store.get_account(account).addCallback(request)
 
     def bounces(self, account: str) -> "Deferred[list[dict[str, Any]]]":
         return self.store.list_suppressed(account, BOUNCE_LIST).addCallback(lambda entries: [
             {"address": e.address, "reason": e.reason, "added": _time(e.created)} for e in entries])
 
-    def _queued(self, message_id: str) -> "Deferred[MessageState]":
-        def found(state: MessageState | None) -> MessageState:
-            if state is None:
+    def _queued(self, message_id: str) -> "Deferred[tuple[MessageState, SpoolQueue]]":
+        def found(where: tuple[MessageState, SpoolQueue] | None) -> tuple[MessageState, SpoolQueue]:
+            if where is None:
                 raise InputError(f"no queued message {message_id!r}")
-            return state
-        return self.blocking(queued_message, self.journal, message_id.upper()).addCallback(found)
+            return where
+        return self.blocking(_find, self.spools, message_id.upper()).addCallback(found)
 
-    def _request(self, action: str, target: str) -> dict[str, Any]:
-        self.control.request(action, target)
+    @staticmethod
+    def _request(spools: tuple[SpoolQueue, ...], action: str, target: str) -> dict[str, Any]:
+        for spool in spools:
+            spool.control.request(action, target)
         return {"requested": action, "target": target}

@@ -29,7 +29,9 @@ from ..senders.dmarc import DMARCPolicies, Organisations
 from ..senders.dns import Lookups
 from ..senders.spf import SPFChecker
 from ..spool.journal import DeliveryJournal
+from ..spool.adopt import spool_root
 from ..spool.layout import Layout
+from ..workers import worker_count
 from .accounts import AccountAdmin
 from .campaigns import CampaignAdmin
 from .domaincheck import DomainChecker
@@ -38,7 +40,7 @@ from .domains import DomainAdmin
 from .lists import ListAdmin, login_password_check
 from .loginips import LoginIPAdmin
 from .logins import LoginAdmin
-from .queue import QueueAdmin
+from .queue import QueueAdmin, SpoolQueue
 from .reports import ReportAdmin
 from .suppressions import SuppressionAdmin
 from .tokens import TokenAdmin
@@ -86,7 +88,9 @@ async def build_admin(reactor: Any, config: Config, store: IStore, cpu: ThreadPo
     def strength(text: str, inputs: Sequence[str]) -> "Deferred[None]":
         return in_cpu(check_strength, text, inputs)
 
-    spool_root = os.path.join(config.server.data_dir, "spool")
+    spool_dir = os.path.join(config.server.data_dir, "spool")
+    workers = worker_count(config)
+    roots = [spool_root(spool_dir, workers, index) for index in range(workers)] if workers > 1 else [spool_dir]
     delivery = config.delivery
     list_store = IListStore(store, None)
     credentials = ICredentialStore(store, None)
@@ -97,8 +101,8 @@ async def build_admin(reactor: Any, config: Config, store: IStore, cpu: ThreadPo
     return Admin(
         accounts=AccountAdmin(store=store, hash_password=hash_password, check_password=strength),
         queue=QueueAdmin(
-            journal=DeliveryJournal(Layout(spool_root), reactor, io),
-            control=ControlRequests(os.path.join(spool_root, "control")),
+            spools=tuple(SpoolQueue(DeliveryJournal(Layout(root), reactor, io),
+                                    ControlRequests(os.path.join(root, "control"))) for root in roots),
             store=store,
             policy=RetryPolicy(delivery.retry_base, delivery.retry_max, delivery.max_queue_lifetime),
             blocking=in_io,

@@ -43,8 +43,9 @@ class Copies:
     C{plan(index)} is the rewrite with that recipient's tokens but without its own
     header C{fields(index)} (whose names the plan removes, so the client's are
     replaced); C{tokens(index, links)} lists its tokens, the same kinds in the same
-    order for every index; C{paths[n]} is where copy C{n} goes. Plans and fields are
-    made only for the copies that are rewritten in full.
+    order for every index; C{paths[n]} is where copy C{n} goes, and C{reuse(path)}
+    may put an existing file there first (L{jangotw.spool.recycle}). Plans and
+    fields are made only for the copies that are rewritten in full.
     """
 
     indexes: Sequence[int]
@@ -52,6 +53,7 @@ class Copies:
     plan: Callable[[int], RewritePlan]
     fields: Callable[[int], Fields]
     tokens: Callable[[int, int], Sequence[str]]
+    reuse: Callable[[str], None] = lambda path: None
 
 
 def write_copies(source: str, copies: Copies, limit: int = TEMPLATE_LIMIT) -> tuple[RewriteReport, bool]:
@@ -68,9 +70,11 @@ def write_copies(source: str, copies: Copies, limit: int = TEMPLATE_LIMIT) -> tu
                 for number, (index, path) in enumerate(zip(indexes, copies.paths)):
                     data = first if number == 0 else second if number == 1 else swap.into(
                         first, copies.tokens(index, links))
-                    _write(path, _with_fields(data, _checked(copies.fields(index))))
+                    data = _with_fields(data, _checked(copies.fields(index)))
+                    copies.reuse(path)
+                    _write(path, data)
                 return report, True
-    reports = [_rewrite_to(source, path, copies.plan(index), copies.fields(index))
+    reports = [_rewrite_to(source, path, copies.plan(index), copies.fields(index), copies.reuse)
                for index, path in zip(indexes, copies.paths)]
     return reports[0], False
 
@@ -113,8 +117,10 @@ def _with_fields(data: bytes, fields: Fields) -> bytes:
     return data[:end] + b"".join(fold_field(name, value, b"\r\n") for name, value in fields) + data[end:]
 
 
-def _rewrite_to(source: str, path: str, plan: RewritePlan, fields: Fields) -> RewriteReport:
+def _rewrite_to(source: str, path: str, plan: RewritePlan, fields: Fields,
+                reuse: Callable[[str], None]) -> RewriteReport:
     plan = attrs.evolve(plan, headers_to_add=plan.headers_to_add + fields)
+    reuse(path)
     with open(source, "rb") as reading, open(path, "wb") as writing:
         return rewrite(reading, writing, plan)
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import glob
 import os
-from contextlib import suppress
 from typing import Callable
 
-from attrs import field, frozen
+from attrs import Factory, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
@@ -31,6 +30,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ..interfaces import IStore
 from ..model import Account, AuthMethod, DomainKey, SpoolRecord
+from ..spool.recycle import Recycler
 from ..tracking.links import TokenSigner, TrackingUrls, account_base_url
 from .dkim import sign_message, signing_keys_for
 from .personal import Copies, write_copies
@@ -63,6 +63,7 @@ class Renderer:
     # links (personalisation changes tokens, not destinations), so one write serves them all.
     _links_recorded: set[str] = field(factory=set, init=False)
     _copies: dict[str, set[str]] = field(factory=dict, init=False)  # queue id -> copies made
+    _recycler: Recycler = field(init=False, default=Factory(lambda self: Recycler(self.directory), takes_self=True))
 
     def prepare_directory(self) -> None:
         """Start empty: copies left by a crash are made again when needed (blocking, start-up)."""
@@ -79,8 +80,18 @@ class Renderer:
         self._links_recorded.discard(message_id)
         self.summaries.forget(message_id)
         for path in self._copies.pop(message_id, ()):
-            with suppress(FileNotFoundError):
-                os.unlink(path)
+            self._recycler.give(path)
+
+    def release(self, paths: list[str]) -> None:
+        """Personal copies that were sent: park their files for the next copies (a copy shared
+        by all recipients may still be in use by another attempt and stays until L{discard})."""
+        for path in paths:
+            message_id, _, name = os.path.basename(path).partition(".")
+            made = self._copies.get(message_id, set())
+            if name.isdigit() and path in made:
+                made.discard(path)
+                made.discard(path + ".tmp")
+                self._recycler.give(path)
 
     async def _render(self, record: SpoolRecord, recipients: list[str]) -> Rendering:
         account = await self.store.get_account(record.account) if record.account else None
@@ -106,7 +117,8 @@ class Renderer:
     async def _copy(self, record: SpoolRecord, plan: RewritePlan, keys: list[DomainKey], name: str) -> str:
         path = self._path(record.message_id, name)
         report: RewriteReport = await deferToThreadPool(
-            self.reactor, self.cpu_pool, _rewrite_file, self.spool_body(record.message_id), path + ".tmp", plan)
+            self.reactor, self.cpu_pool, _rewrite_file, self.spool_body(record.message_id), path + ".tmp", plan,
+            self._recycler)
         await self._record_links(record, report)
         return await self._signed(record, keys, path)
 
@@ -121,12 +133,14 @@ class Renderer:
                     *(signer.link_token(message_id, index, link) for link in range(links))]
         copies = Copies(indexes=indexes, paths=[path + ".tmp" for path in paths] if keys else paths,
                         plan=lambda index: self._plan(record, account, wrap, index, urls),
-                        fields=lambda index: self._fields(record, account, index, urls), tokens=tokens)
+                        fields=lambda index: self._fields(record, account, index, urls), tokens=tokens,
+                        reuse=self._recycler.take)
         report, _ = await deferToThreadPool(self.reactor, self.cpu_pool, write_copies,
                                             self.spool_body(message_id), copies)
         await self._record_links(record, report)
         if keys:
-            signed = await deferToThreadPool(self.reactor, self.cpu_pool, _sign_all, paths, keys, self.clock.seconds())
+            signed = await deferToThreadPool(self.reactor, self.cpu_pool, _sign_all, paths, keys, self.clock.seconds(),
+                                             self._recycler)
             if not all(signed):
                 log.warn("DKIM signing of {count} cop(ies) of {message_id} with {domain} failed; sent unsigned",
                          count=signed.count(False), message_id=message_id, domain=keys[0].domain)
@@ -211,18 +225,20 @@ class Renderer:
             return TrackingUrls(self.base_url, self.signer) if self.base_url else None
 
 
-def _sign_all(paths: list[str], keys: list[DomainKey], now: float) -> list[bool]:
+def _sign_all(paths: list[str], keys: list[DomainKey], now: float, recycler: Recycler) -> list[bool]:
     """Sign each C{path}.tmp into C{path}, or move it there unsigned; which were signed (blocking)."""
     signed = []
     for path in paths:
+        recycler.take(path)
         signed.append(sign_message(path + ".tmp", path, keys, now))
         if signed[-1]:
-            os.unlink(path + ".tmp")
+            recycler.give(path + ".tmp")
         else:
             os.replace(path + ".tmp", path)
     return signed
 
 
-def _rewrite_file(source: str, target: str, plan: RewritePlan) -> RewriteReport:
+def _rewrite_file(source: str, target: str, plan: RewritePlan, recycler: Recycler) -> RewriteReport:
+    recycler.take(target)
     with open(source, "rb") as reading, open(target, "wb") as writing:
         return rewrite(reading, writing, plan)

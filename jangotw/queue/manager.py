@@ -4,8 +4,8 @@
 A message is split by destination (recipient domain, the smarthost, or our own
 bounce mailbox). At most C{max_active} attempts run at once, and at most
 C{max_per_destination} to one destination; an attempt with one copy per
-recipient (tracking, list mail) sends its copies over its share of those
-connections (C{max_per_destination} divided by the destination's attempts). Each attempt's per-recipient
+recipient (tracking, list mail) sends its copies at once, within
+C{max_per_destination} transactions to that destination in all. Each attempt's per-recipient
 outcomes are journalled (fsynced) before anything acts on them; temporary
 failures are retried on the injected clock with exponential backoff; a message
 leaves the spool only when every recipient is delivered or has failed (and the
@@ -37,9 +37,11 @@ from .notices import Notices
 from .routing import BOUNCES, INITIATION, NO_CONSUMER, Router
 from .state import MessageState, RetryPolicy
 
-__all__ = ["QueueManager", "ReturnPath", "is_hard_bounce"]
+__all__ = ["QueueManager", "ReturnPath", "is_hard_bounce", "RENDER_CHUNK"]
 
 log = Logger()
+
+RENDER_CHUNK = 100  # recipients rendered (and their copies on disk) at a time per attempt
 
 ReturnPath = Callable[[SpoolRecord, int], "Deferred[str]"]  # (record, recipient index) -> MAIL FROM
 LocalDelivery = Callable[[SpoolRecord, list[str]], "Deferred[list[RecipientResult]]"]
@@ -52,6 +54,9 @@ class Renderer(Protocol):
     def render(self, record: SpoolRecord, recipients: list[str]) -> "Deferred[list[tuple[tuple[str, ...], str | None]]]": ...
 
     def discard(self, message_id: str) -> None: ...
+
+    def release(self, paths: list[str]) -> None:
+        """These copies were sent (or failed) this attempt: their files may be reused."""
 
 
 def is_hard_bounce(result: RecipientResult) -> bool:
@@ -90,6 +95,7 @@ class QueueManager(Service):
     _ready: dict[str, deque[str]] = field(factory=dict, init=False)
     _scheduled: set[tuple[str, str]] = field(factory=set, init=False)  # (message id, destination) ready or active
     _active: Counter[str] = field(factory=Counter, init=False)
+    _slots: dict[str, DeferredSemaphore] = field(factory=dict, init=False)  # transactions per destination
     _active_total: int = field(default=0, init=False)
     _attempts: set[Deferred[None]] = field(factory=set, init=False)
     _timers: dict[str, IDelayedCall] = field(factory=dict, init=False)
@@ -392,16 +398,7 @@ class QueueManager(Service):
         elif destination == INITIATION and self.initiate is not None:
             results = await self.initiate(record, recipients)
         else:
-            bodies = (await self.renderer.render(record, recipients) if self.renderer is not None
-                      else [(tuple(recipients), None)])
-            outbound = [OutboundMessage(message_id=message_id, sender=sender, recipients=tuple(batch),
-                                        body_path=rendered or self.spool.body_path(message_id), size=record.size,
-                                        eight_bit=record.envelope.body == "8BITMIME")
-                        for group, rendered in bodies for sender, batch in await self._envelopes(record, list(group))]
-            # Personalised copies share the destination's connections with its other attempts.
-            parallel = DeferredSemaphore(max(1, self.max_per_destination // max(1, self._active[destination])))
-            sent = await gatherResults([parallel.run(self.deliverer.deliver, message) for message in outbound])
-            results = [result for delivered in sent for result in delivered]
+            results = await self._send(record, destination, recipients)
         if message_id not in self._messages:
             return  # deleted by an administrator meanwhile
         now = self.clock.seconds()
@@ -418,6 +415,33 @@ class QueueManager(Service):
         await self._update_lists(state, results)
         if state.finished and message_id in self._messages:
             await self._finish(state)
+
+    async def _send(self, record: SpoolRecord, destination: str, recipients: list[str]) -> list[RecipientResult]:
+        """Render and deliver C{RENDER_CHUNK} recipients at a time, each chunk's copies released for
+        reuse once sent; the copies go out at once, within C{max_per_destination} transactions to
+        the destination in all."""
+        results: list[RecipientResult] = []
+        slots = self._slots.setdefault(destination, DeferredSemaphore(self.max_per_destination))
+        try:
+            for start in range(0, len(recipients), RENDER_CHUNK):
+                chunk = recipients[start:start + RENDER_CHUNK]
+                bodies = (await self.renderer.render(record, chunk) if self.renderer is not None
+                          else [(tuple(chunk), None)])
+                outbound = [OutboundMessage(message_id=record.message_id, sender=sender, recipients=tuple(batch),
+                                            body_path=rendered or self.spool.body_path(record.message_id),
+                                            size=record.size, eight_bit=record.envelope.body == "8BITMIME")
+                            for group, rendered in bodies
+                            for sender, batch in await self._envelopes(record, list(group))]
+                try:
+                    sent = await gatherResults([slots.run(self.deliverer.deliver, message) for message in outbound])
+                finally:
+                    if self.renderer is not None:
+                        self.renderer.release([rendered for _, rendered in bodies if rendered is not None])
+                results += [result for delivered in sent for result in delivered]
+        finally:
+            if slots.tokens == slots.limit and self._slots.get(destination) is slots:
+                del self._slots[destination]
+        return results
 
     async def _envelopes(self, record: SpoolRecord, recipients: list[str]) -> list[tuple[str, list[str]]]:
         """One transaction for all, or one per recipient when each gets its own VERP return
@@ -444,14 +468,18 @@ class QueueManager(Service):
         if record.account is None or record.auth_method is AuthMethod.NOTICE:
             return
         now = self.clock.seconds()
+        events = [TrackingEvent(SEND_EVENT, record.message_id, result.recipient, now)
+                  if result.status is RecipientStatus.DELIVERED else
+                  TrackingEvent(BOUNCE_EVENT, record.message_id, result.recipient, now, result.reply)
+                  for result in results if result.status in (RecipientStatus.DELIVERED, RecipientStatus.FAILED)]
+        # All at once: the store writes events that arrive together in one transaction.
+        for recorded, outcome in await DeferredList([self.store.record_event(record.account, event)
+                                                     for event in events], consumeErrors=True):
+            if not recorded:
+                log.failure("recording a send or bounce of {message_id} failed", outcome,
+                            message_id=record.message_id)
         for result in results:
             try:
-                if result.status is RecipientStatus.DELIVERED:
-                    await self.store.record_event(record.account, TrackingEvent(SEND_EVENT, record.message_id,
-                                                                                result.recipient, now))
-                elif result.status is RecipientStatus.FAILED:
-                    await self.store.record_event(record.account, TrackingEvent(
-                        BOUNCE_EVENT, record.message_id, result.recipient, now, result.reply))
                 if is_hard_bounce(result):
                     await hard_bounce(self.store, record.account, result.recipient,
                                       f"{result.reply} ({result.remote or 'no server'})")

@@ -23,13 +23,16 @@ _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(jangotw.__file__)))
 class CommandLineTestCase(TestCase):
     """Runs the console script against a configuration in a temporary directory."""
 
+    workers = 1  # [server] workers: one spool, data_dir/spool
+
     def setUp(self) -> None:
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
         self.data_dir = os.path.join(self.directory, "data")
         self.config = os.path.join(self.directory, "jangomail.toml")
         with open(self.config, "w") as handle:
-            handle.write(f"[server]\ndata_dir = {json.dumps(self.data_dir)}\n[smtp]\ntls_listen = []\n")
+            handle.write(f"[server]\ndata_dir = {json.dumps(self.data_dir)}\nworkers = {self.workers}\n"
+                         "[smtp]\ntls_listen = []\n")
         self.env = {"PYTHONPATH": _PROJECT, "PATH": os.environ.get("PATH", "")}
 
     async def run_cli(self, *args: str, stdin: bytes | None = None,

@@ -15,13 +15,13 @@ from .test_cli import CommandLineTestCase
 MESSAGE = b"From: a@shop.test\r\nSubject: hi\r\n\r\nHello\r\n"
 
 
-class QueueCommandTests(CommandLineTestCase):
-    async def queued(self, account: str = "alice") -> str:
+class _QueueFixtures(CommandLineTestCase):
+    async def queued(self, account: str = "alice", spool_dir: str = "spool") -> str:
         """A message in the server's spool with one delivered and one deferred recipient."""
         pool = ThreadPool(minthreads=1, maxthreads=1)
         pool.start()
         self.addCleanup(pool.stop)
-        spool = Spool(os.path.join(self.data_dir, "spool"), reactor, reactor, pool)
+        spool = Spool(os.path.join(self.data_dir, spool_dir), reactor, reactor, pool)
         spool.prepare()
         spool_file = spool.open()
         spool_file.write(MESSAGE)
@@ -37,6 +37,8 @@ class QueueCommandTests(CommandLineTestCase):
                                                           "mx.remote.test [192.0.2.9]:25"))])
         return record.message_id
 
+
+class QueueCommandTests(_QueueFixtures):
     async def test_list_and_show(self) -> None:
         """The queue lists each message with its waiting count and last reply; show has every recipient."""
         await self.add_alice()
@@ -72,3 +74,23 @@ class QueueCommandTests(CommandLineTestCase):
         await self.add_alice()
         self.assertEqual(await self.ok_json("bounces", "list", "alice"), [])
         self.assertIn("no account", await self.refused("bounces", "list", "nobody"))
+
+
+class WorkerQueueCommandTests(_QueueFixtures):
+    """With [server] workers = 2 each worker has its own spool; the admin sees and reaches them all."""
+
+    workers = 2
+
+    async def test_every_workers_queue(self) -> None:
+        await self.add_alice()
+        first = await self.queued(spool_dir=os.path.join("spool", "w0"))
+        second = await self.queued(spool_dir=os.path.join("spool", "w1"))
+        self.assertEqual([message["id"] for message in await self.ok_json("queue", "list")], sorted([first, second]))
+        self.assertIn("slow@remote.test", await self.ok("queue", "show", second))
+        await self.ok("queue", "retry", second)
+        await self.ok("queue", "retry", "--all")
+
+        def requests(worker: str) -> list[str]:
+            return sorted(os.listdir(os.path.join(self.data_dir, "spool", worker, "control")))
+        self.assertEqual(requests("w0"), ["retry-all"])
+        self.assertEqual(requests("w1"), sorted(["retry-all", f"retry-{second}"]))

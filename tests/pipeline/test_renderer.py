@@ -64,7 +64,8 @@ class RendererTests(TestCase):
             self.assertLessEqual(max(map(len, handle.read().split(b"\r\n"))), 76)
 
     async def test_tracking_copies_per_recipient_and_discarded(self) -> None:
-        """One copy per recipient, each with its own unsubscribe id; discard() deletes them all."""
+        """One copy per recipient, each with its own unsubscribe id; discard() empties them and parks
+        them for the next copies (creating files costs inode allocations)."""
         await self.store.set_setting("shop", "list_unsubscribe", True)
         record = self.spooled(b"Bye: https://t.test/u.z?***uniqueid***\r\n", "a@r.test", "b@r.test", "c@r.test")
         rendering = await self.renderer.render(record, ["a@r.test", "c@r.test"])
@@ -76,4 +77,8 @@ class RendererTests(TestCase):
             self.assertIn(f"List-Unsubscribe: <https://t.test/u.z?{unique}>".encode(), copy)
             self.assertIn(f"Bye: https://t.test/u.z?{unique}\r\n".encode(), copy)
         self.renderer.discard(QUEUE_ID)
-        self.assertEqual(os.listdir(os.path.join(self.directory, "render")), [])
+        render = os.path.join(self.directory, "render")
+        parked = sorted(os.listdir(render))
+        self.assertEqual([os.path.getsize(os.path.join(render, name)) for name in parked], [0, 0])
+        await self.renderer.render(record, ["b@r.test", "c@r.test"])  # the parked files are used again
+        self.assertEqual(sorted(os.listdir(render)), [f"{QUEUE_ID}.1", f"{QUEUE_ID}.2"])
