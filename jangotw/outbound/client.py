@@ -6,8 +6,8 @@ The queue hands over an L{OutboundMessage}; this finds the next hop
 from the L{ConnectionPool} or has L{SessionOpener} open one, trying the
 addresses in order until one greets with 2xx; checks SIZE (RFC 1870), 8BITMIME
 (RFC 6152) and SMTPUTF8 (RFC 6531) before sending anything; pipelines MAIL and
-RCPT when allowed (RFC 2920); streams the body; and after an RSET parks the
-session for the next message.
+RCPT when allowed (RFC 2920); streams the body; and parks the session for the
+next message (after an RSET only when a transaction was broken off).
 
 Every outcome becomes one L{RecipientResult} per recipient carrying the remote
 server's own reply; C{deliver} never fails. One log event per attempt records
@@ -371,7 +371,7 @@ class SMTPDeliverer:
             for index in accepted:
                 results[index] = result(index, reply)
             session.uses += 1
-            await self._finish(session, clean=reply.code != 421)
+            await self._finish(session, clean=reply.code != 421, completed=True)
             return ordered()
         except SMTPClientError as error:
             if reused and not answered:
@@ -383,10 +383,15 @@ class SMTPDeliverer:
                                                           text, session.remote, session.tls))
             return ordered()
 
-    async def _finish(self, session: Session, clean: bool) -> None:
-        """Reset the session and park it for reuse, or close it."""
+    async def _finish(self, session: Session, clean: bool, completed: bool = False) -> None:
+        """Park the session for reuse, or close it. A transaction that ended with the reply to
+        its body needs no RSET (RFC 5321 4.1.1.4: the server has cleared its state); one broken
+        off before (refused MAIL, no accepted RCPT, refused DATA) is reset first."""
         if not clean or not session.usable:
             session.quit()
+            return
+        if completed:
+            self.pool.put(session.key, session)
             return
         try:
             reply = await session.client.command("RSET", self.timeouts.rset)

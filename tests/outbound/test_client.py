@@ -393,7 +393,8 @@ class ReuseTests(DeliveryTestCase):
     """Sessions are kept and reused for the next message to the same server."""
 
     async def test_three_messages_one_connection(self) -> None:
-        """Messages one after another share one connection, reset between transactions."""
+        """Messages one after another share one connection; a completed transaction needs no RSET
+        (RFC 5321 4.1.1.4), so the next MAIL follows the reply to the body."""
         capture = await self.start()
         deliverer = self.deliverer()
         for number in range(3):
@@ -401,8 +402,17 @@ class ReuseTests(DeliveryTestCase):
             self.assertStatuses(results, DELIVERED)
         self.assertEqual(capture.connections, 1)
         self.assertEqual(len(capture.transactions), 3)
-        self.assertEqual(len(capture.received("RSET")), 3)
+        self.assertEqual(len(capture.received("RSET")), 0)
         self.assertEqual(len(capture.received("EHLO")), 1)
+
+    async def test_broken_off_transaction_reset_before_reuse(self) -> None:
+        """A transaction refused before its body is reset (RSET) before the connection serves the next."""
+        capture = await self.start()
+        capture.script.answer("MAIL", "550 5.7.1 Not from you")
+        deliverer = self.deliverer()
+        self.assertStatuses(await deliverer.deliver(self.message("a@example.test", message_id="Q1")), FAILED)
+        self.assertStatuses(await deliverer.deliver(self.message("a@example.test", message_id="Q2")), DELIVERED)
+        self.assertEqual((capture.connections, len(capture.received("RSET"))), (1, 1))
 
     async def test_reuse_over_tls(self) -> None:
         """A TLS session is reused too; the result still names the TLS version."""
@@ -606,10 +616,10 @@ class ClockTests(SynchronousTestCase):
         protocol.dataReceived(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
         while transport.producer is not None:
             transport.producer.resumeProducing()
-        protocol.dataReceived(b"250 2.0.0 Ok: queued\r\n250 2.0.0 Ok\r\n")
+        protocol.dataReceived(b"250 2.0.0 Ok: queued\r\n")
         [result] = self.successResultOf(delivered)
         self.assertEqual(result.status, DELIVERED)
-        self.assertTrue(transport.value().endswith(b"RSET\r\nQUIT\r\n"))
+        self.assertTrue(transport.value().endswith(b"\r\n.\r\nQUIT\r\n"), "no RSET after a completed transaction")
         self.assertNoResult(closing)
         protocol.dataReceived(b"221 2.0.0 Bye\r\n")
         protocol.connectionLost(Failure(ConnectionDone()))
