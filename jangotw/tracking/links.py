@@ -31,6 +31,7 @@ import hmac
 import re
 from urllib.parse import urlsplit
 
+import attrs
 from attrs import field, frozen
 from attrs.validators import instance_of
 
@@ -102,6 +103,11 @@ class TokenSigner:
     """
 
     secret: bytes = field(repr=False, validator=[instance_of(bytes), _check_secret])
+    # The keyed hash with the secret already absorbed: each token copies it (a campaign signs
+    # a token per link per member), instead of setting up the key every time.
+    _keyed: "hmac.HMAC" = field(init=False, repr=False, eq=False,
+                                default=attrs.Factory(lambda self: hmac.new(self.secret, digestmod=hashlib.sha256),
+                                                      takes_self=True))
 
     def link_token(self, message_id: str, recipient_index: int, link_index: int) -> str:
         """The token of link C{link_index} in recipient C{recipient_index}'s copy of a message."""
@@ -164,7 +170,9 @@ class TokenSigner:
         return message_id.decode("ascii"), payload[2 + id_length:]
 
     def _mac(self, kind: bytes, payload: bytes) -> bytes:
-        return hmac.new(self.secret, _CONTEXTS[kind] + payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        mac = self._keyed.copy()
+        mac.update(_CONTEXTS[kind] + payload)
+        return mac.digest()[:_MAC_BYTES]
 
 
 def _check_base_url(instance: object, attribute: object, value: str) -> None:
