@@ -3,31 +3,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
-
 from jangotw.admin.loginips import LoginIPAdmin, render_rule, render_rules
-from jangotw.errors import InputError
 from jangotw.model import Login
-from jangotw.store.memory import MemoryStore
 
-START = 1_700_000_000
+from .fixtures import CredentialAdminCase
 
 
-class LoginIPAdminTests(SynchronousTestCase):
+class LoginIPAdminTests(CredentialAdminCase):
     """LoginIPAdmin parses ranges and scopes and keeps rules per account or per login."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(START)
-        self.store = MemoryStore(self.clock)
-        self.successResultOf(self.store.add_account("alice", None))
+        super().setUp()
         self.successResultOf(self.store.add_login(Login("alice", "bob")))
         self.admin = LoginIPAdmin(accounts=self.store, credentials=self.store, clock=self.clock)
-
-    def refused(self, deferred: "Deferred[Any]") -> str:
-        return str(self.failureResultOf(deferred, InputError).value)
 
     def add(self, *args: Any, **options: Any) -> dict[str, Any]:
         answer: dict[str, Any] = self.successResultOf(self.admin.add(*args, **options))

@@ -5,7 +5,6 @@ import json
 from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from jangotw.admin.logins import (LoginAdmin, check_login_name, iso_time, parse_capabilities, parse_scopes, range_text,
@@ -13,7 +12,8 @@ from jangotw.admin.logins import (LoginAdmin, check_login_name, iso_time, parse_
 from jangotw.auth.passwords import check_strength
 from jangotw.errors import InputError
 from jangotw.model import ApiToken, IPRule, TwoFactor
-from jangotw.store.memory import MemoryStore
+
+from .fixtures import CredentialAdminCase
 
 STRONG = "violet harbour tractor whisper"
 OTHER_STRONG = "correct horse battery staple"
@@ -64,14 +64,11 @@ class ParsingTests(SynchronousTestCase):
         self.assertEqual(render_table(("A", "B"), [("long", "x"), ("s", "yy")]), "A     B\nlong  x\ns     yy")
 
 
-class LoginAdminTests(SynchronousTestCase):
+class LoginAdminTests(CredentialAdminCase):
     """LoginAdmin validates input, changes the store and answers with JSON-able values."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_700_000_000)
-        self.store = MemoryStore(self.clock)
-        self.successResultOf(self.store.add_account("alice", None))
+        super().setUp()
         self.hashed: list[str] = []
         self.admin = LoginAdmin(accounts=self.store, credentials=self.store, hash_password=self.hash,
                                 check_password=checked, clock=self.clock)
@@ -79,9 +76,6 @@ class LoginAdminTests(SynchronousTestCase):
     def hash(self, password: str) -> "Deferred[str]":
         self.hashed.append(password)
         return succeed(f"$fake${len(self.hashed)}")
-
-    def refused(self, deferred: "Deferred[Any]") -> str:
-        return str(self.failureResultOf(deferred, InputError).value)
 
     def add_bob(self, allow: str | None = None) -> dict[str, Any]:
         answer: dict[str, Any] = self.successResultOf(self.admin.add_login("ALICE", "bob", STRONG, allow))

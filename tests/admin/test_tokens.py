@@ -4,17 +4,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from jangotw.admin.tokens import TokenAdmin, check_label, parse_token_id, render_new_token, render_revoked, render_tokens
 from jangotw.auth.tokens import parse_token, secret_matches
 from jangotw.errors import InputError
 from jangotw.model import Login
-from jangotw.store.memory import MemoryStore
 
-START = 1_700_000_000  # 2023-11-14T22:13:20Z
+from .fixtures import CredentialAdminCase
+
 DAY = 86400
 
 
@@ -35,18 +33,12 @@ class ParsingTests(SynchronousTestCase):
         self.assertRaises(InputError, check_label, "x" * 101)
 
 
-class TokenAdminTests(SynchronousTestCase):
+class TokenAdminTests(CredentialAdminCase):
     """TokenAdmin stores only a hash, shows the token once and revokes at once."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(START)
-        self.store = MemoryStore(self.clock)
-        self.successResultOf(self.store.add_account("alice", None))
+        super().setUp()
         self.admin = TokenAdmin(accounts=self.store, credentials=self.store, clock=self.clock)
-
-    def refused(self, deferred: "Deferred[Any]") -> str:
-        return str(self.failureResultOf(deferred, InputError).value)
 
     def add_login(self, name: str, *capabilities: str) -> None:
         self.successResultOf(self.store.add_login(Login("alice", name, capabilities=frozenset(capabilities))))

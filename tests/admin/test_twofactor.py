@@ -5,17 +5,14 @@ import json
 from typing import Any
 
 import pyotp
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from jangotw.admin.twofactor import TwoFactorAdmin, render_setup, render_two_factor, split_user
 from jangotw.auth.totp import recovery_hash
 from jangotw.errors import InputError
 from jangotw.model import Login
-from jangotw.store.memory import MemoryStore
 
-START = 1_700_000_000
+from .fixtures import CredentialAdminCase
 
 
 class SplitUserTests(SynchronousTestCase):
@@ -29,19 +26,13 @@ class SplitUserTests(SynchronousTestCase):
             self.assertIn("LOGIN@ACCOUNT", str(self.assertRaises(InputError, split_user, bad)))
 
 
-class TwoFactorAdminTests(SynchronousTestCase):
+class TwoFactorAdminTests(CredentialAdminCase):
     """TwoFactorAdmin: pending until a code confirms it; off only with a code, a recovery code or force."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(START)
-        self.store = MemoryStore(self.clock)
-        self.successResultOf(self.store.add_account("alice", None))
+        super().setUp()
         self.successResultOf(self.store.add_login(Login("alice", "bob")))
         self.admin = TwoFactorAdmin(accounts=self.store, credentials=self.store, clock=self.clock)
-
-    def refused(self, deferred: "Deferred[Any]") -> str:
-        return str(self.failureResultOf(deferred, InputError).value)
 
     def begin(self, name: str = "alice") -> dict[str, Any]:
         answer: dict[str, Any] = self.successResultOf(self.admin.begin(name))

@@ -1,7 +1,6 @@
 """SMTP AUTH for directory users through a real server and a real slapd."""
 from __future__ import annotations
 
-import base64
 import os
 from typing import Any
 
@@ -15,17 +14,11 @@ from tests.support.slapd import (
     ALICE, API_GROUP, BOB, GROUPS, PEOPLE, RELAY_GROUP, SERVICE_DN, SERVICE_PASSWORD, start_slapd,
 )
 
+from .replies import AUTHENTICATED, CREDENTIALS_INVALID, TEMPORARY_FAILURE, plain
 from .server import ServerTestCase, client_tls
 
 MESSAGE = "From: Shop <news@shop.test>\r\nTo: you@remote.test\r\nSubject: hi\r\n\r\nHello\r\n"
-AUTHENTICATED = "235 2.7.0 Authentication successful"
-CREDENTIALS_INVALID = "535 5.7.8 Authentication credentials invalid"
-TEMPORARY_FAILURE = "454 4.7.0 Temporary authentication failure"
 LOCAL_PASSWORD = "copper lantern orbit meadow"
-
-
-def plain(username: str, password: str) -> str:
-    return "PLAIN " + base64.b64encode(f"\0{username}\0{password}".encode()).decode()
 
 
 class LDAPRelayTests(ServerTestCase):

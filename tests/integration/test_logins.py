@@ -5,7 +5,6 @@ client) over a memory store, whose clock the tests move.
 """
 from __future__ import annotations
 
-import base64
 import os
 import smtplib
 from typing import Any, Callable
@@ -29,6 +28,8 @@ from jangotw.model import PRIMARY, ApiToken, IPRule, Login, TwoFactor
 from jangotw.store.memory import MemoryStore
 from jangotw.testing import MemorySpool, fast_hasher, memory_gate
 
+from .replies import (ADDRESS_REFUSED, AUTHENTICATED, CREDENTIALS_INVALID, LOGIN_MAY_NOT_INITIATE, THROTTLED,
+                      USE_A_TOKEN, plain)
 from .server import certificate, client_tls
 
 PASSWORD = "copper lantern orbit meadow"
@@ -38,16 +39,6 @@ VIEWER_PASSWORD = "quiet marble engine tulip"
 INITIATION_PASSWORD = "violet harbour tractor whisper"
 MESSAGE = "From: Shop <news@shop.test>\r\nTo: you@remote.test\r\nSubject: hi\r\n\r\nHello\r\n"
 
-AUTHENTICATED = "235 2.7.0 Authentication successful"
-CREDENTIALS_INVALID = "535 5.7.8 Authentication credentials invalid"
-USE_A_TOKEN = "535 5.7.8 Two-factor authentication is on for this login: use an API token as the password"
-ADDRESS_REFUSED = "535 5.7.1 Authentication from this IP address is not allowed for this login"
-THROTTLED = "454 4.7.0 Too many failed authentication attempts; try again later"
-LOGIN_MAY_NOT_INITIATE = "550 5.7.1 method not allowed for this login"
-
-
-def plain(username: str, password: str) -> str:
-    return "PLAIN " + base64.b64encode(f"\0{username}\0{password}".encode()).decode()
 
 
 class _Sessions(Factory):
