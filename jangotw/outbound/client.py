@@ -6,7 +6,7 @@ The queue hands over an L{OutboundMessage}; this finds the next hop
 from the L{ConnectionPool} or has L{SessionOpener} open one, trying the
 addresses in order until one greets with 2xx; checks SIZE (RFC 1870), 8BITMIME
 (RFC 6152) and SMTPUTF8 (RFC 6531) before sending anything; pipelines MAIL and
-RCPT when allowed (RFC 2920); streams the body; and parks the session for the
+RCPT and DATA when allowed (RFC 2920); streams the body; and parks the session for the
 next message (after an RSET only when a transaction was broken off).
 
 Every outcome becomes one L{RecipientResult} per recipient carrying the remote
@@ -332,7 +332,8 @@ class SMTPDeliverer:
         answered = False
         try:
             pipelined = "PIPELINING" in extensions
-            pending = [_settle(d) for d in (client.pipeline([mail, *rcpts]) if pipelined
+            # RFC 2920: DATA may end the group; a server refuses it when no RCPT was accepted.
+            pending = [_settle(d) for d in (client.pipeline([mail, *rcpts, "DATA"]) if pipelined
                                             else [client.command(mail)])]
             mail_reply = _unwrap(await pending[0])
             if reused and mail_reply.code == 421:
@@ -342,6 +343,9 @@ class SMTPDeliverer:
                 for later in pending[1:]:
                     await later  # consumed; the server refuses them after a refused MAIL
                 results = {index: result(index, mail_reply) for index in range(len(message.recipients))}
+                if pipelined and _unwrap(await pending[-1]).code == 354:
+                    client.abort()  # a server that took DATA anyway: the session is not clean
+                    return ordered()
                 await self._finish(session, clean=mail_reply.code != 421)
                 return ordered()
             stage = "RCPT TO"
@@ -353,11 +357,15 @@ class SMTPDeliverer:
                     accepted.append(index)
                 else:
                     results[index] = result(index, reply)
+            data_reply = _unwrap(await pending[-1]) if pipelined else None
             if not accepted:
+                if data_reply is not None and data_reply.code == 354:
+                    client.abort()  # DATA taken without a recipient: the session is not clean
+                    return ordered()
                 await self._finish(session, clean=clean)
                 return ordered()
             stage = "DATA"
-            reply = await client.command("DATA", self.timeouts.data_start)
+            reply = data_reply or await client.command("DATA", self.timeouts.data_start)
             if reply.code != 354:
                 if reply.positive or reply.code < 400:
                     reply = Reply(451, "4.5.0", f"unexpected reply to DATA: {reply}")

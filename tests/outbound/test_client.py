@@ -169,7 +169,8 @@ class DeliveryTests(DeliveryTestCase):
         self.assertEqual(capture.transactions[0].recipients, ["a@example.test", "c@example.test"])
 
     async def test_mail_refused(self) -> None:
-        """A refused MAIL FROM gives every recipient that reply; nothing is sent."""
+        """A refused MAIL FROM gives every recipient that reply; no message is sent (the pipelined
+        DATA that ends the group is refused, RFC 2920, so no body follows)."""
         capture = await self.start()
         capture.script.answer("MAIL", "550 5.7.1 Sender address rejected")
         results = await self.deliverer().deliver(self.message("a@example.test", "b@example.test"))
@@ -177,7 +178,7 @@ class DeliveryTests(DeliveryTestCase):
         self.assertEqual({(result.code, result.enhanced, result.text) for result in results},
                          {(550, "5.7.1", "Sender address rejected")})
         self.assertEqual(capture.transactions, [])
-        self.assertEqual(capture.received("DATA"), [])
+        self.assertEqual(capture.received("DATA"), ["DATA"])
 
     async def test_data_refused(self) -> None:
         """A refused DATA gives every accepted recipient that reply; refused ones keep their own."""
@@ -604,6 +605,22 @@ class ClockTests(SynchronousTestCase):
         [result] = self.successResultOf(delivered)
         self.assertEqual((result.status, result.code, result.enhanced), (DEFERRED, 451, "4.4.1"))
         self.assertIn("connection timed out after 30s", result.text)
+
+    def test_data_pipelined_with_mail_and_rcpt(self) -> None:
+        """With PIPELINING, MAIL, RCPT and DATA go out before any of their replies (RFC 2920):
+        one round trip fewer per message; the body follows the 354."""
+        delivered = self.deliverer.deliver(self.message)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"220 mx.example.test ESMTP\r\n")
+        protocol.dataReceived(b"250-mx.example.test\r\n250 PIPELINING\r\n")
+        sent = transport.value()
+        self.assertRegex(sent, rb"MAIL FROM:<[^>]*>[^\r]*\r\nRCPT TO:<[^>]*>\r\nDATA\r\n$")
+        protocol.dataReceived(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
+        while transport.producer is not None:
+            transport.producer.resumeProducing()
+        protocol.dataReceived(b"250 2.0.0 Ok: queued\r\n")
+        [result] = self.successResultOf(delivered)
+        self.assertEqual(result.status, DELIVERED)
 
     def test_close_waits_for_delivery_in_progress(self) -> None:
         """close() lets a running delivery finish, then QUITs its session and fires when it is gone."""
