@@ -100,14 +100,26 @@ def observer_name(log_format: str, level: str) -> str:
     return f"{__name__}.{log_format}{'_debug' if level == 'debug' else ''}_observer"
 
 
+#: Whether a debug event can reach an observer. The info-level observers twistd starts below
+#: turn it off, so hot paths (the outbound SMTP transcript, a few events per message) skip
+#: building events that would only be dropped.
+debug_wanted = True
+
+
+def _info_observer(log_format: str) -> ILogObserver:
+    global debug_wanted
+    debug_wanted = False
+    return make_observer(log_format, "info", sys.stdout)
+
+
 def text_observer() -> ILogObserver:
     """Text on standard output, info and above (the default)."""
-    return make_observer("text", "info", sys.stdout)
+    return _info_observer("text")
 
 
 def json_observer() -> ILogObserver:
     """JSON lines on standard output, info and above."""
-    return make_observer("json", "info", sys.stdout)
+    return _info_observer("json")
 
 
 def text_debug_observer() -> ILogObserver:

@@ -119,6 +119,15 @@ class ObserverTests(SynchronousTestCase):
                 self.assertEqual(module, "jangotw.logs")
                 self.assertTrue(callable(getattr(logs, attribute)))
 
+    def test_info_observers_let_hot_paths_skip_debug_events(self) -> None:
+        """Under an info-level observer no debug event can be written, so the outbound transcript
+        is not even built; the debug observers keep it."""
+        self.patch(logs, "debug_wanted", True)
+        logs.json_debug_observer()
+        self.assertTrue(logs.debug_wanted)
+        logs.text_observer()
+        self.assertFalse(logs.debug_wanted)
+
 
 class TwistdOptionTests(SynchronousTestCase):
     """The plugin option, parsed by twistd's real ServerOptions."""

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from .. import logs
 from ..auth.credentials import Secret
 from ..errors import ReplyError, TemporaryError
 from ..interfaces import ISpool, ISpoolFile
@@ -110,7 +111,8 @@ class SMTPSession(Protocol, TimeoutMixin):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)  # replies are small; never wait for Nagle
         self.setTimeout(self._settings.idle_timeout)
-        log.debug("connect {session_id} {peer}", session_id=self.session.id, peer=self.session.peer_ip)
+        if logs.debug_wanted:
+            log.debug("connect {session_id} {peer}", session_id=self.session.id, peer=self.session.peer_ip)
         self._write(f"220 {self._settings.hostname} ESMTP jangotw\r\n")
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:

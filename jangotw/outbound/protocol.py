@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from service_identity import VerificationError
 from zope.interface import implementer
 
+from .. import logs
 from ..errors import TemporaryError
 
 __all__ = [
@@ -292,8 +293,9 @@ class SMTPClient(Protocol):
             return [fail(self._broken) for _ in lines]
         waiting = [self._expect(self._timeouts.command if timeout is None else timeout, _verb(line))
                    for line in lines]
-        for line in lines:
-            log.debug("smtp {peer} > {line}", peer=self.peer, line=_redact(line))
+        if logs.debug_wanted:
+            for line in lines:
+                log.debug("smtp {peer} > {line}", peer=self.peer, line=_redact(line))
         self.transport.write(b"".join(line.encode("utf-8") + CRLF for line in lines))  # type: ignore[union-attr]
         return waiting
 
@@ -374,7 +376,8 @@ class SMTPClient(Protocol):
 
     def _line(self, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace")
-        log.debug("smtp {peer} < {line}", peer=self.peer, line=text)
+        if logs.debug_wanted:
+            log.debug("smtp {peer} < {line}", peer=self.peer, line=text)
         if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
             return self._break(MalformedReply(f"malformed reply {text[:80]!r}"))
         code = int(text[:3])

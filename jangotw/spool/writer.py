@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from .. import logs
 from ..interfaces import ISpool, ISpoolFile
 from ..model import SpoolRecord
 from .layout import (
@@ -396,7 +397,8 @@ class SpoolFile:
 
     def _committed(self, record: SpoolRecord) -> SpoolRecord:
         self._state = _State.COMMITTED
-        log.debug("queued {message_id} ({size} bytes)", message_id=self.message_id, size=record.size)
+        if logs.debug_wanted:
+            log.debug("queued {message_id} ({size} bytes)", message_id=self.message_id, size=record.size)
         return record
 
     def _commit_failed(self, failure: Failure) -> Failure:
