@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 from attrs import frozen
+from twisted.internet.defer import Deferred
 
 from ..errors import InputError
 from ..interfaces import IListStore
-from .accounts import _deferred
 
 __all__ = ["CampaignAdmin", "render_campaigns"]
 
@@ -31,9 +31,11 @@ def _shown(document: str) -> dict[str, Any]:
 class CampaignAdmin:
     store: IListStore
 
-    @_deferred
-    async def list(self, account: str, campaign_id: str | None = None) -> list[dict[str, Any]]:
+    def list(self, account: str, campaign_id: str | None = None) -> "Deferred[list[dict[str, Any]]]":
         """The account's campaigns (or one of them), oldest first, with their counts."""
+        return Deferred.fromCoroutine(self._list(account, campaign_id))
+
+    async def _list(self, account: str, campaign_id: str | None) -> list[dict[str, Any]]:
         if campaign_id is None:
             return [_shown(document) for document in await self.store.campaigns(account)]
         document = await self.store.campaign(account, campaign_id.strip().upper())
