@@ -19,13 +19,13 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ..metrics import Metrics
+from ..tracking.resource import IDLE_TIMEOUT, QuietSite
 from .health import Readiness
 
 __all__ = ["admin_root", "admin_site"]
 
 log = Logger()
 
-IDLE_TIMEOUT = 60  # seconds an HTTP connection may stay silent
 _TEXT = b"text/plain; charset=utf-8"
 _INDEX = b"jangotw admin: /metrics /healthz /readyz\n"
 
@@ -84,17 +84,6 @@ class _Ready(Resource):
         return NOT_DONE_YET
 
 
-class _AdminSite(Site):
-    """A Site whose access log is a debug event (Prometheus scrapes every few seconds)."""
-
-    noisy = False
-    displayTracebacks = False
-
-    def log(self, request: Request) -> None:
-        log.debug("{method} {path} {code}", method=request.method.decode("ascii", "replace"),
-                  path=(request.path or b"").decode("ascii", "replace"), code=request.code)
-
-
 def admin_root(metrics: Metrics, readiness: Readiness, api_v1: IResource | None = None) -> Resource:
     """The resource tree. C{api_v1} is where the JSON admin API attaches: it is served under
     C{/api/v1/} (its children are the routes); without it, C{/api} is 404."""
@@ -112,4 +101,4 @@ def admin_root(metrics: Metrics, readiness: Readiness, api_v1: IResource | None 
 
 def admin_site(root: Resource, clock: IReactorTime) -> Site:
     """The HTTP factory for every C{[admin] listen} endpoint; C{clock} times out idle connections."""
-    return _AdminSite(root, timeout=IDLE_TIMEOUT, reactor=clock)
+    return QuietSite(root, timeout=IDLE_TIMEOUT, reactor=clock)

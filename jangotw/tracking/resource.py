@@ -42,6 +42,8 @@ from ..model import UNSUBSCRIBE_LIST, TrackingEvent
 from .links import MAX_TOKEN_LENGTH, TokenSigner, personalise
 
 __all__ = [
+    "QuietSite",
+    "IDLE_TIMEOUT",
     "tracking_root",
     "tracking_site",
     "TRANSPARENT_GIF",
@@ -375,8 +377,9 @@ class _Root(Resource):
         return NOT_DONE_YET
 
 
-class _TrackingSite(Site):
-    """A Site whose access log is a debug event naming the path without its query (the token)."""
+class QuietSite(Site):
+    """A Site whose access log is a debug event naming the path without its query (a tracking
+    token); the admin web server uses it too (Prometheus scrapes every few seconds)."""
 
     noisy = False
     displayTracebacks = False
@@ -404,4 +407,4 @@ def tracking_site(store: IStore, signer: TokenSigner, clock: IReactorTime,
 
     C{clock} (the reactor, as L{IReactorTime}) times out idle connections and slow store calls.
     """
-    return _TrackingSite(tracking_root(store, signer, clock, timeout, metrics), timeout=IDLE_TIMEOUT, reactor=clock)
+    return QuietSite(tracking_root(store, signer, clock, timeout, metrics), timeout=IDLE_TIMEOUT, reactor=clock)
